@@ -1,0 +1,48 @@
+"""Model registry: ``create(name, num_classes=..., max_width=...)`` returns a slimmable module.
+
+Every module is called as ``model.apply(variables, images_nhwc, width=w, train=...)`` with ``w`` a
+static Python float in ``[min_width, max_width]``.
+"""
+
+import functools
+from typing import Callable, Dict
+
+import flax.linen as nn
+
+from mutualnet_jax.models.mobilenet_v1 import MobileNetV1
+from mutualnet_jax.models.mobilenet_v2 import MobileNetV2
+from mutualnet_jax.models.resnet import ResNet
+from mutualnet_jax.models.slimmable import MissingStatisticsError, channels, make_divisible
+from mutualnet_jax.models.vgg import VGG
+
+# A small MobileNet v1 for 32-pixel inputs: the offline demo and the tests.
+TINY_BLOCKS = ((16, 1, 1), (32, 1, 2), (64, 1, 2), (128, 1, 2))
+
+REGISTRY: Dict[str, Callable[..., nn.Module]] = {
+    'mobilenet_v1': functools.partial(MobileNetV1, min_width=0.25),
+    'mobilenet_v2': functools.partial(MobileNetV2, min_width=0.7),
+    'vgg16': functools.partial(VGG, min_width=0.25),
+    'resnet50': functools.partial(ResNet, min_width=0.25),
+    'mobilenet_v1_tiny': functools.partial(MobileNetV1, min_width=0.25, blocks=TINY_BLOCKS,
+                                           stem_channels=8, stem_stride=1),
+}
+
+
+def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwargs) -> nn.Module:
+  """The registered module ``name``, with parameters allocated at ``max_width``.
+
+  kwargs: ``min_width`` (lowest width the module accepts), ``depthwise_impl``, ``axis_name``.
+  """
+  if name not in REGISTRY:
+    raise ValueError(f'unknown model {name!r}; known: {", ".join(sorted(REGISTRY))}')
+  if num_classes <= 0:
+    raise ValueError(f'num_classes must be positive, got {num_classes}')
+  if max_width <= 0:
+    raise ValueError(f'max_width must be positive, got {max_width}')
+  min_width = kwargs.get('min_width')
+  if min_width is not None and not 0 < min_width <= max_width:
+    raise ValueError(f'min_width {min_width} must be in (0, max_width={max_width}]')
+  return REGISTRY[name](num_classes=num_classes, max_width=max_width, **kwargs)
+
+
+__all__ = ['REGISTRY', 'create', 'make_divisible', 'channels', 'MissingStatisticsError']

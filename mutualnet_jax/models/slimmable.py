@@ -1,0 +1,242 @@
+"""Slimmable (US-Net) layers: parameters allocated once at the largest width, sliced per call.
+
+A subnet of width ``w`` uses the leading channels of every layer (US-Net, Yu & Huang 2019;
+MutualNet Sec. 3.1). Every layer here receives the number of channels it should use as plain
+Python integers computed from the static width, so each width traces to its own program.
+
+Batch norm follows MutualNet's "post-statistics" (Sec. 3.1): training always normalises with
+the statistics of the current batch; there are no running averages inside the model. At
+inference the statistics for exactly one (width, resolution) pair are passed in as the
+``batch_stats`` collection, which the caller keeps as data keyed by that pair (see
+``mutualnet_jax.calibration``). This departs from the reference, which bakes one private BN per
+width into the parameters; the reference's running statistics are never used for results anyway
+(they are recalibrated after training).
+"""
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = Any
+BN_EPS = 1e-5
+BATCH_STATS = 'batch_stats'
+
+
+class MissingStatisticsError(ValueError):
+  """Raised when inference runs without calibrated BN statistics for the subnet."""
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+  """The reference channel rule: round to a multiple of 8, never below 90% of ``v``, min 1."""
+  new_v = max(1, int(v + divisor / 2) // divisor * divisor)
+  if new_v < 0.9 * v:
+    new_v += divisor
+  return new_v
+
+
+def channels(base: int, width: float, ratio: int = 1) -> int:
+  """Channels of a layer with ``base`` channels at width 1.0, at ``width`` (reference rule)."""
+  return make_divisible(base * width / ratio) * ratio
+
+
+def _conv_init():
+  # Kaiming-normal with fan_out, as the reference initialises its convolutions.
+  return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def depthwise_conv(x: Array, kernel: Array, stride: int, impl: str) -> Array:
+  """3x3-style depthwise convolution with symmetric padding ``k // 2``.
+
+  ``impl='native'`` is XLA's grouped convolution (fast on TPU/GPU). ``impl='shifted'`` writes
+  it as ``k*k`` shifted multiply-adds, which XLA:CPU runs several times faster forward and
+  backward than its grouped convolution (issue 7). Both give the same result.
+  """
+  kh, kw, _, c = kernel.shape
+  ph, pw = kh // 2, kw // 2
+  if impl == 'native':
+    return lax.conv_general_dilated(
+        x, kernel, (stride, stride), ((ph, ph), (pw, pw)),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
+  if impl != 'shifted':
+    raise ValueError(f'unknown depthwise implementation {impl!r}')
+  n, h, w, _ = x.shape
+  ho = (h + 2 * ph - kh) // stride + 1
+  wo = (w + 2 * pw - kw) // stride + 1
+  xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      patch = lax.slice(xp, (0, i, j, 0),
+                        (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                        (1, stride, stride, 1))
+      term = patch * kernel[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+def resolve_depthwise_impl(impl: str) -> str:
+  """'auto' picks shifted multiply-adds on CPU and the native grouped conv elsewhere."""
+  if impl == 'auto':
+    return 'shifted' if jax.default_backend() == 'cpu' else 'native'
+  return impl
+
+
+class SlimConv(nn.Module):
+  """Dense (groups=1) convolution without bias, allocated at ``max_in`` x ``max_out``."""
+  max_in: int
+  max_out: int
+  kernel_size: int = 3
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array, out_channels: int) -> Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', _conv_init(), (k, k, self.max_in, self.max_out))
+    in_channels = x.shape[-1]
+    _check_slice('input channels', in_channels, self.max_in, self)
+    _check_slice('output channels', out_channels, self.max_out, self)
+    kernel = kernel[:, :, :in_channels, :out_channels]
+    p = k // 2
+    return lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (self.stride, self.stride), ((p, p), (p, p)),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+class SlimDepthwiseConv(nn.Module):
+  """Depthwise convolution; the kernel (k, k, 1, C) is sliced to the input's channels."""
+  max_channels: int
+  kernel_size: int = 3
+  stride: int = 1
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    k = self.kernel_size
+    # Named apart from 'kernel' so weight decay can skip it, as the reference does.
+    kernel = self.param('depthwise_kernel', _conv_init(), (k, k, 1, self.max_channels))
+    c = x.shape[-1]
+    _check_slice('channels', c, self.max_channels, self)
+    kernel = kernel[..., :c].astype(x.dtype)
+    return depthwise_conv(x, kernel, self.stride, resolve_depthwise_impl(self.impl))
+
+
+class SlimDense(nn.Module):
+  """Classifier: input slimmed, output (classes) never slimmed."""
+  max_in: int
+  features: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    in_features = x.shape[-1]
+    _check_slice('input features', in_features, self.max_in, self)
+    # As the reference: normal(0, 0.01) weights, zero bias.
+    kernel = self.param('kernel', nn.initializers.normal(0.01), (self.max_in, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    return x @ kernel[:in_features].astype(x.dtype) + bias.astype(x.dtype)
+
+
+class SlimBatchNorm(nn.Module):
+  """Batch norm with shared, sliced scale/bias and externally supplied inference statistics.
+
+  train=True: normalise with this batch's mean and (biased) variance, like PyTorch's training
+  mode. If the ``batch_stats`` collection is mutable, the batch mean and *unbiased* variance
+  (what PyTorch folds into running statistics) are written there, so calibration can average
+  them exactly. With ``axis_name`` the moments are averaged over that mapped axis first
+  (synchronised BN).
+
+  train=False: read ``batch_stats`` (mean, var) for exactly this subnet; missing statistics or
+  statistics of another width raise :class:`MissingStatisticsError`.
+  """
+  max_channels: int
+  axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    c = x.shape[-1]
+    _check_slice('channels', c, self.max_channels, self)
+    scale = self.param('scale', nn.initializers.ones, (self.max_channels,))[:c]
+    bias = self.param('bias', nn.initializers.zeros, (self.max_channels,))[:c]
+    reduce_axes = tuple(range(x.ndim - 1))
+    if train:
+      xf = x.astype(jnp.float32)
+      mean = jnp.mean(xf, reduce_axes)
+      mean_sq = jnp.mean(jnp.square(xf), reduce_axes)
+      count = x.size // c
+      if self.axis_name is not None:
+        mean, mean_sq = lax.pmean((mean, mean_sq), self.axis_name)
+        count = count * lax.psum(1, self.axis_name)
+      var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+      if self.is_mutable_collection(BATCH_STATS):
+        unbiased = var * count / max(count - 1, 1)
+        self.put_variable(BATCH_STATS, 'mean', mean)
+        self.put_variable(BATCH_STATS, 'var', unbiased)
+    else:
+      if not self.has_variable(BATCH_STATS, 'mean'):
+        raise MissingStatisticsError(
+            f'{self.path_str()}: no calibrated batch-norm statistics were passed for this '
+            'subnet. Pass the statistics calibrated for this exact (width, resolution) as the '
+            "'batch_stats' collection (see mutualnet_jax.calibration.calibrate_bn).")
+      mean = self.get_variable(BATCH_STATS, 'mean')
+      var = self.get_variable(BATCH_STATS, 'var')
+      if mean.shape != (c,):
+        raise MissingStatisticsError(
+            f'{self.path_str()}: statistics have {mean.shape[0]} channels but this subnet uses '
+            f'{c}: they were calibrated for another width.')
+    inv = lax.rsqrt(var + BN_EPS) * scale
+    return ((x.astype(jnp.float32) - mean) * inv + bias).astype(x.dtype)
+
+  def path_str(self) -> str:
+    return '/'.join(self.scope.path) if self.scope is not None else self.name
+
+
+def _check_slice(what: str, used: int, allocated: int, module: nn.Module) -> None:
+  if used > allocated:
+    raise ValueError(f'{module.name}: {used} {what} requested but only {allocated} were '
+                     'allocated; the width exceeds the model\'s max_width.')
+
+
+class ConvBNReLU(nn.Module):
+  """conv (dense or depthwise) -> BN -> activation: the unit every model here is built from."""
+  max_in: int
+  max_out: int
+  kernel_size: int = 3
+  stride: int = 1
+  depthwise: bool = False
+  activation: Optional[str] = 'relu6'   # 'relu6' (MobileNets), 'relu' (VGG, ResNet) or None
+  depthwise_impl: str = 'auto'
+  axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array, out_channels: int, train: bool) -> Array:
+    if self.depthwise:
+      x = SlimDepthwiseConv(self.max_out, self.kernel_size, self.stride, self.depthwise_impl,
+                            name='conv')(x)
+    else:
+      x = SlimConv(self.max_in, self.max_out, self.kernel_size, self.stride, name='conv')(
+          x, out_channels)
+    x = SlimBatchNorm(self.max_out, self.axis_name, name='bn')(x, train)
+    if self.activation is None:
+      return x
+    return {'relu6': nn.relu6, 'relu': nn.relu}[self.activation](x)
+
+
+def check_width(width: float, min_width: float, max_width: float, name: str) -> float:
+  """A clear error for a width outside the module's range (before anything compiles)."""
+  if not isinstance(width, (int, float)):
+    raise TypeError(f'{name}: width must be a static Python float, got {type(width).__name__}')
+  if not (min_width - 1e-9 <= width <= max_width + 1e-9):
+    raise ValueError(f'{name}: width {width} is outside the range [{min_width}, {max_width}]')
+  return float(width)
+
+
+def check_images(x: Array, name: str) -> None:
+  if x.ndim != 4 or x.shape[1] <= 0 or x.shape[2] <= 0 or x.shape[3] != 3:
+    raise ValueError(f'{name}: expected NHWC images with 3 channels and positive size, '
+                     f'got shape {x.shape}')
+
+
+def global_avg_pool(x: Array) -> Array:
+  return jnp.mean(x, axis=(1, 2))

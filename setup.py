@@ -1,0 +1,32 @@
+"""mutualnet_jax: MutualNet (Yang et al., ECCV 2020) in JAX/Flax, for TPU VMs and pods."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name='mutualnet_jax',
+    version='0.1.0',
+    description='MutualNet: width-resolution mutual learning for slimmable networks, in JAX.',
+    packages=find_packages(include=['mutualnet_jax', 'mutualnet_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.8,<0.11',
+        'flax>=0.10',
+        'optax>=0.2.4',
+        'orbax-checkpoint>=0.11',
+        'ml-collections>=1.0',
+        'clu>=0.0.12',
+        'tensorflow-cpu>=2.16',
+        'tensorflow-datasets>=4.9.7',
+        'tensorboard>=2.16',
+        'scikit-learn>=1.3',
+        'matplotlib>=3.7',
+        'absl-py',
+        'numpy',
+        'pillow',
+    ],
+    extras_require={
+        'torch': ['torch==2.13.0'],
+        'test': ['pytest>=8', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6',
+                 'torch==2.13.0'],
+    },
+)
