@@ -59,7 +59,7 @@ class UsageError(Exception):
 # ----------------------------------------------------------------- validation
 
 def require(value, flag, env=None):
-  """Fail with the flag (and env var) to set when a required value is missing."""
+  """Fail naming the flag (and env var) to set for a missing value."""
   if not value:
     hint = f' (or set {env})' if env else ''
     raise UsageError(f'{flag} is required{hint}')
@@ -291,7 +291,7 @@ def cmd_setup(args, runner):
 
 
 def split_overrides(extra):
-  """Keep `--config.x=y` overrides; reject anything else argparse did not know."""
+  """Keep `--config.x=y` overrides; reject other unknown arguments."""
   overrides = []
   for arg in extra:
     if arg.startswith('--config.'):
