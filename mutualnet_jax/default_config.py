@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_resize_ratio = 0.875  # eval: resize shorter side to res / ratio, center crop res
   c.shuffle_buffer = 16_384
   c.prefetch_batches = 2
+  c.digits_image_size = 32     # dataset='digits': 8x8 digits upscaled to this many pixels
 
   # Optimisation (reference: SGD, Nesterov 0.9, lr 0.5 per 1024 images, cosine, wd 1e-4).
   c.global_batch_size = 1024
@@ -60,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.compilation_cache_dir = ''  # '' -> ~/.cache/mutualnet_jax/jax_cache; 'none' disables
+  c.precompile_grid = True     # compile every subnet kernel ahead of use on background threads
 
   # BN post-statistics and the query table (mode=eval).
   c.calib_images = 2048

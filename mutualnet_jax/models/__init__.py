@@ -24,7 +24,7 @@ REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     'vgg16': functools.partial(VGG, min_width=0.25),
     'resnet50': functools.partial(ResNet, min_width=0.25),
     'mobilenet_v1_tiny': functools.partial(MobileNetV1, min_width=0.25, blocks=TINY_BLOCKS,
-                                           stem_channels=8, stem_stride=1),
+                                           stem_channels=16, stem_stride=1),
 }
 
 

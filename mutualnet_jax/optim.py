@@ -1,0 +1,31 @@
+"""The reference optimiser in optax: SGD, Nesterov momentum, cosine decay, masked weight decay.
+
+lr = base_lr * global_batch / 1024 (0.5 at 1024), cosine decay to 0 stepped every iteration,
+optional linear warmup (default none). Weight decay 1e-4 is added to the gradient before
+momentum (PyTorch's coupled L2), only on non-depthwise conv kernels and dense kernels: the
+leaves named ``kernel``; depthwise kernels are named ``depthwise_kernel`` and BN scale/bias and
+biases are excluded.
+"""
+
+import jax
+import optax
+
+
+def decay_mask(params):
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def learning_rate_schedule(config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+  peak = config.base_lr * config.global_batch_size / 1024.0
+  warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  if warmup <= 0:
+    return optax.cosine_decay_schedule(peak, max(total_steps, 1))
+  return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1), 0.0)
+
+
+def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  return optax.chain(
+      optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+      optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
+  )

@@ -1,0 +1,242 @@
+"""One MutualNet training step as a handful of compiled data-parallel kernels (Sec. 3.2, Eq. 4).
+
+Each (width, resolution) subnet's forward and backward pass is its own XLA program:
+``jax.jit`` over ``jax.shard_map`` on the 1-D ``data`` mesh, compiled once and cached. Gradients
+stay per-device and accumulate across the step's subnets on each device; one final kernel takes
+the step's single cross-device mean (gradients, losses and finiteness flags packed in one
+vector, so exactly one all-reduce) and applies the optimiser.
+
+  teacher (full width, highest resolution): cross-entropy on the labels; its softmax, with the
+      gradient stopped, is the students' target.
+  students: KL(student || teacher) = sum p_t (log p_t - log p_s), summed over classes and
+      averaged over the batch (PyTorch's ``batchmean``), temperature 1.
+  update: one optimiser step on the summed gradient.
+
+The step functions below are pure; :class:`StepKernels` binds them to a model and mesh.
+"""
+
+import concurrent.futures
+import functools
+import threading
+import time
+from typing import Any, Dict, Sequence, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.flatten_util import ravel_pytree
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mutualnet_jax.sandwich import Subnet
+
+DATA = 'data'
+Array = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: Array
+  params: Any
+  opt_state: Any
+  # Step and subnet index of the first non-finite loss or gradient (-1: none). Once set, every
+  # later update is skipped, so the parameters stay at the last good values.
+  nonfinite_step: Array
+  nonfinite_subnet: Array
+
+
+def create_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params),
+                    nonfinite_step=jnp.full((), -1, jnp.int32),
+                    nonfinite_subnet=jnp.full((), -1, jnp.int32))
+
+
+def _all_finite(tree) -> Array:
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels).mean()
+
+
+def distillation_kl(student_logits, teacher_probs):
+  """KL(teacher || student) with reduction 'batchmean', as PyTorch's KLDivLoss on log-probs."""
+  log_p = jax.nn.log_softmax(student_logits.astype(jnp.float32))
+  kl = jnp.sum(jax.scipy.special.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_p,
+               axis=-1)
+  return kl.mean()
+
+
+def teacher_step(params, images, labels, *, model, width: float):
+  """Per-device: grads of the cross-entropy, the detached soft targets, the loss, finiteness."""
+  def loss_fn(p):
+    logits = model.apply({'params': p}, images, width=width, train=True)
+    return cross_entropy(logits, labels), logits
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  probs = jax.nn.softmax(lax.stop_gradient(logits).astype(jnp.float32))
+  ok = jnp.isfinite(loss) & _all_finite(grads)
+  return grads, probs, loss, ok
+
+
+def student_step(params, grads_acc, images, teacher_probs, *, model, width: float):
+  """Per-device: add this student's distillation gradient to the accumulated gradient."""
+  def loss_fn(p):
+    logits = model.apply({'params': p}, images, width=width, train=True)
+    return distillation_kl(logits, teacher_probs)
+  loss, grads = jax.value_and_grad(loss_fn)(params)
+  ok = jnp.isfinite(loss) & _all_finite(grads)
+  return jax.tree.map(jnp.add, grads_acc, grads), loss, ok
+
+
+class StepKernels:
+  """Compiled kernels of one training run, one per (width, resolution) subnet, cached.
+
+  ``get(subnet)`` returns the subnet's compiled program, compiling on first use;
+  ``precompile(subnets)`` compiles ahead of use on background threads, so the first steps do not
+  wait for the whole grid. ``compiled`` lists the subnets compiled so far.
+  """
+
+  def __init__(self, model, optimizer, mesh, params_shape, batch_per_step: int,
+               num_classes: int, max_workers: int = 2):
+    self.model, self.optimizer, self.mesh = model, optimizer, mesh
+    self.batch, self.num_classes = batch_per_step, num_classes
+    self.n_dev = mesh.devices.size
+    rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA))
+    sds = lambda shape, dtype, sharding: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    self._params = jax.tree.map(lambda x: sds(x.shape, x.dtype, rep), params_shape)
+    self._grads = jax.tree.map(lambda x: sds((self.n_dev,) + x.shape, x.dtype, shard),
+                               params_shape)
+    self._labels = sds((self.batch,), jnp.int32, shard)
+    self._probs = sds((self.batch, num_classes), jnp.float32, shard)
+    self._scalar = sds((self.n_dev,), jnp.float32, shard)
+    self._ok = sds((self.n_dev,), jnp.bool_, shard)
+    self._images = lambda r: sds((self.batch, r, r, 3), jnp.float32, shard)
+    self._cache: Dict[Tuple, concurrent.futures.Future] = {}
+    self._lock = threading.Lock()
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
+    self.compile_seconds: Dict[Tuple, float] = {}
+
+  def _shard_map(self, f, in_specs, out_specs):
+    # check_vma=False: the parameters are replicated but the per-device gradients are *not*
+    # reduced here; the one cross-device mean happens in the update kernel.
+    return jax.shard_map(f, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
+
+  def _build(self, key):
+    kind = key[0]
+    lead = lambda t: jax.tree.map(lambda x: x[None], t)   # per-device value -> (1, ...)
+    unlead = lambda t: jax.tree.map(lambda x: x[0], t)
+    if kind == 'teacher':
+      _, width, res = key
+      body = functools.partial(teacher_step, model=self.model, width=width)
+      def f(params, images, labels):
+        g, probs, loss, ok = body(params, images, labels)
+        return lead(g), probs, loss[None], ok[None]
+      fn = jax.jit(self._shard_map(f, (P(), P(DATA), P(DATA)), P(DATA)))
+      args = (self._params, self._images(res), self._labels)
+    elif kind == 'student':
+      _, width, res = key
+      body = functools.partial(student_step, model=self.model, width=width)
+      def f(params, grads_acc, images, probs):
+        g, loss, ok = body(params, unlead(grads_acc), images, probs)
+        return lead(g), loss[None], ok[None]
+      fn = jax.jit(self._shard_map(f, (P(), P(DATA), P(DATA), P(DATA)), P(DATA)),
+                   donate_argnums=(1,))
+      args = (self._params, self._grads, self._images(res), self._probs)
+    else:
+      _, n = key
+      def reduce(grads, losses, oks):
+        return update_step_reduce(unlead(grads), jnp.concatenate(losses), jnp.concatenate(oks))
+      reduce_sm = self._shard_map(reduce, (P(DATA), P(DATA), P(DATA)), P())
+      def f(state, grads, losses, oks):
+        return apply_update(state, *reduce_sm(grads, losses, oks), optimizer=self.optimizer)
+      state = jax.eval_shape(functools.partial(create_train_state, optimizer=self.optimizer),
+                             self._params)
+      rep = NamedSharding(self.mesh, P())
+      state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
+      fn = jax.jit(f, donate_argnums=(0, 1))
+      args = (state, self._grads, (self._scalar,) * n, (self._ok,) * n)
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    self.compile_seconds[key] = time.perf_counter() - t0
+    return compiled
+
+  def _future(self, key, background: bool):
+    with self._lock:
+      fut = self._cache.get(key)
+      if fut is None:
+        if background:
+          fut = self._pool.submit(self._build, key)
+        else:
+          fut = concurrent.futures.Future()
+          try:
+            fut.set_result(self._build(key))
+          except BaseException as e:  # kept, so asking again re-raises instead of recompiling
+            fut.set_exception(e)
+        self._cache[key] = fut
+    return fut
+
+  @staticmethod
+  def key(subnet: Subnet):
+    return ('teacher' if subnet.teacher else 'student', subnet.width, subnet.resolution)
+
+  def get(self, subnet: Subnet):
+    return self._future(self.key(subnet), background=False).result()
+
+  def update(self, num_subnets: int):
+    return self._future(('update', num_subnets), background=False).result()
+
+  def precompile(self, subnets: Sequence[Subnet], num_subnets_per_step: int):
+    """Queue compilation of ``subnets`` (and the update kernel) on background threads."""
+    self._future(('update', num_subnets_per_step), background=True)
+    for s in subnets:
+      self._future(self.key(s), background=True)
+
+  @property
+  def compiled(self):
+    return sorted(k for k, f in self._cache.items() if f.done() and k[0] != 'update')
+
+  def close(self):
+    self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def update_step_reduce(grads, losses, oks, axis_name=DATA):
+  """Inside shard_map: the step's only cross-device collective, over one packed vector."""
+  flat, unravel = ravel_pytree((grads, losses, oks.astype(jnp.float32)))
+  return unravel(lax.pmean(flat, axis_name))
+
+
+def apply_update(state: TrainState, grads, losses, ok_frac, *, optimizer):
+  """One optimiser step on the mean gradient, skipped once any loss or gradient is non-finite."""
+  subnet_ok = ok_frac >= 1.0
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  no_bad_yet = state.nonfinite_step < 0
+  good = jnp.all(subnet_ok) & no_bad_yet
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(good, n, o), new, old)
+  first_bad = no_bad_yet & ~jnp.all(subnet_ok)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state),
+      nonfinite_step=jnp.where(first_bad, state.step, state.nonfinite_step),
+      nonfinite_subnet=jnp.where(first_bad, jnp.argmin(subnet_ok), state.nonfinite_subnet))
+  return new_state, {'losses': losses, 'grad_norm': optax.global_norm(grads)}
+
+
+def run_step(kernels: StepKernels, state: TrainState, batch, subnets: Sequence[Subnet],
+             image_key) -> Tuple[TrainState, Dict]:
+  """Dispatch one step: the teacher, each student, then the update. No host round-trip."""
+  teacher, students = subnets[0], subnets[1:]
+  grads, probs, loss, ok = kernels.get(teacher)(
+      state.params, batch[image_key(teacher.resolution)], batch['label'])
+  losses, oks = [loss], [ok]
+  for s in students:
+    grads, loss, ok = kernels.get(s)(state.params, grads, batch[image_key(s.resolution)], probs)
+    losses.append(loss)
+    oks.append(ok)
+  return kernels.update(len(subnets))(state, grads, tuple(losses), tuple(oks))
