@@ -1,0 +1,113 @@
+"""Orbax checkpoints of a run: save every N steps and at the end, resume from the newest good one.
+
+Each checkpoint holds two items: ``state`` (the train state, or ``{'params': ...}`` for an
+imported PyTorch checkpoint) and ``meta`` (JSON: model name, classes, width range), so a workdir
+that belongs to another model or width range is refused by name instead of being silently
+overwritten. Saves are asynchronous; orbax writes into a temporary directory and renames it
+when complete, so a process killed mid-save never leaves a checkpoint that looks finished.
+Restoring walks back from the newest step when one cannot be read (truncated or deleted files).
+"""
+
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers
+
+META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
+
+
+class CheckpointError(RuntimeError):
+  pass
+
+
+def run_metadata(config) -> Dict[str, Any]:
+  return {'model': config.model, 'num_classes': int(config.num_classes),
+          'max_width': float(config.width_upper), 'width_lower': float(config.width_lower),
+          'width_upper': float(config.width_upper)}
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, 'checkpoints')
+
+
+def create_manager(workdir: str, keep: int = 3, async_save: bool = True,
+                   read_only: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      create=not read_only, read_only=read_only,
+      enable_async_checkpointing=async_save,
+      preservation_policy=checkpoint_managers.LatestN(keep) if not read_only else None)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_names=('state', 'meta'))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, meta: Dict[str, Any],
+         force: bool = False) -> bool:
+  return manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+
+
+def check_compatible(found: Dict[str, Any], expected: Dict[str, Any], where: str) -> None:
+  """An error naming every field in which a workdir's checkpoint differs from this run."""
+  diffs = [f'{k}: checkpoint has {found.get(k)!r}, this run has {expected[k]!r}'
+           for k in META_KEYS if k in expected and k in found and found[k] != expected[k]]
+  if diffs:
+    raise CheckpointError(
+        f'{where} holds checkpoints of a different run ({"; ".join(diffs)}). Use another '
+        '--workdir, or set init_checkpoint to start a new run from it.')
+
+
+def restore_latest(manager: ocp.CheckpointManager, target=None, expected_meta=None,
+                   ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+  """(step, state, meta) of the newest readable checkpoint; None if the workdir has none.
+
+  ``target`` (an abstract or concrete pytree with shardings) restores onto devices; ``None``
+  restores the saved tree as it is. A checkpoint that cannot be read is skipped with a warning
+  naming it; if none can be read, :class:`CheckpointError`.
+  """
+  steps = sorted(manager.all_steps(read=True), reverse=True)
+  if not steps:
+    return None
+  errors = []
+  for step in steps:
+    try:
+      meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    except Exception as e:  # pylint: disable=broad-except
+      meta, errors = None, errors + [f'step {step}: {type(e).__name__}: {e}']
+    if meta is not None and expected_meta is not None:
+      check_compatible(meta, expected_meta, str(manager.directory))
+    if meta is None:
+      logging.warning('Checkpoint %s/%d cannot be read; falling back to the previous one.',
+                      manager.directory, step)
+      continue
+    try:
+      restore_args = (ocp.args.StandardRestore(target) if target is not None
+                      else ocp.args.StandardRestore())
+      state = manager.restore(step, args=ocp.args.Composite(state=restore_args))['state']
+      return step, state, meta
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(f'step {step}: {type(e).__name__}: {str(e)[:300]}')
+      logging.warning('Checkpoint %s/%d cannot be restored (%s); falling back to the previous '
+                      'one.', manager.directory, step, type(e).__name__)
+  raise CheckpointError(f'no checkpoint in {manager.directory} can be restored:\n  ' +
+                        '\n  '.join(errors))
+
+
+def restore_params(workdir_or_dir: str) -> Tuple[Any, Dict[str, Any], int]:
+  """Parameters and metadata of the newest checkpoint of a workdir (trained or converted)."""
+  path = workdir_or_dir
+  if os.path.isdir(checkpoint_dir(path)):
+    path = path
+  elif os.path.basename(os.path.normpath(path)) == 'checkpoints':
+    path = os.path.dirname(os.path.normpath(path))
+  else:
+    raise CheckpointError(f'{workdir_or_dir} has no checkpoints/ directory')
+  manager = create_manager(path, read_only=True)
+  found = restore_latest(manager)
+  manager.close()
+  if found is None:
+    raise CheckpointError(f'no checkpoint found in {checkpoint_dir(path)}')
+  step, state, meta = found
+  return state['params'], meta, step

@@ -1,0 +1,73 @@
+"""Check a config before anything compiles, reporting every problem at once.
+
+A wrong config on a pod should cost seconds, not a 20-minute compile (issue 8).
+"""
+
+import os
+from typing import List, Optional
+
+from mutualnet_jax import models
+from mutualnet_jax import sandwich
+
+
+class ConfigError(ValueError):
+  def __init__(self, problems: List[str]):
+    self.problems = problems
+    super().__init__('invalid config:\n  - ' + '\n  - '.join(problems))
+
+
+def config_problems(config, device_count: Optional[int] = None) -> List[str]:
+  p = []
+  if config.model not in models.REGISTRY:
+    p.append(f'model: unknown {config.model!r}; known: {", ".join(sorted(models.REGISTRY))}')
+  lo, hi = config.width_lower, config.width_upper
+  if not 0 < hi:
+    p.append(f'width_upper: {hi} must be positive')
+  if not 0 < lo:
+    p.append(f'width_lower: {lo} must be positive')
+  if lo > hi:
+    p.append(f'width range [{lo}, {hi}] is reversed (width_lower > width_upper)')
+  if config.width_step <= 0:
+    p.append(f'width_step: {config.width_step} must be positive')
+  res = tuple(config.resolutions) if config.resolutions else ()
+  if not res:
+    p.append('resolutions: the list is empty')
+  elif any(int(r) <= 0 for r in res):
+    p.append(f'resolutions: {res} must all be positive')
+  elif any(r > res[0] for r in res[1:]):
+    p.append(f'resolutions: {res}: the first must be the highest (the teacher\'s)')
+  if config.mode not in sandwich.MODES:
+    p.append(f'mode: unknown {config.mode!r}; known: {", ".join(sandwich.MODES)}')
+  elif config.mode == 'independent':
+    if not 0 < config.independent_width <= hi:
+      p.append(f'independent_width: {config.independent_width} outside (0, {hi}]')
+    if config.independent_resolution <= 0:
+      p.append(f'independent_resolution: {config.independent_resolution} must be positive')
+  if config.num_classes <= 0:
+    p.append(f'num_classes: {config.num_classes} must be positive')
+  if config.global_batch_size <= 0:
+    p.append(f'global_batch_size: {config.global_batch_size} must be positive')
+  elif device_count and config.global_batch_size % device_count:
+    p.append(f'global_batch_size: {config.global_batch_size} is not divisible by the '
+             f'{device_count} devices')
+  for name in ('calib_batch_size', 'eval_batch_size'):
+    b = config.get(name)
+    if b is not None and device_count and b % device_count:
+      p.append(f'{name}: {b} is not divisible by the {device_count} devices')
+  if config.calib_images < config.calib_batch_size:
+    p.append(f'calib_images: {config.calib_images} is below one calibration batch '
+             f'({config.calib_batch_size})')
+  if config.init_checkpoint and not config.init_checkpoint.startswith('gs://') and not (
+      os.path.exists(config.init_checkpoint)):
+    p.append(f'init_checkpoint: {config.init_checkpoint} does not exist')
+  return p
+
+
+def validate(config, device_count: Optional[int] = None, data: bool = True) -> None:
+  """Raise :class:`ConfigError` listing every problem of ``config`` (and its data source)."""
+  problems = config_problems(config, device_count)
+  if data:
+    from mutualnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    problems += input_pipeline.validate_data_config(config)
+  if problems:
+    raise ConfigError(problems)

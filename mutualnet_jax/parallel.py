@@ -1,0 +1,53 @@
+"""Processes and devices: multi-host start-up, the 1-D ``data`` mesh, the compilation cache."""
+
+import os
+
+import jax
+from absl import logging
+
+DATA = 'data'
+
+
+def initialize_distributed(config) -> None:
+  """``jax.distributed.initialize`` on TPU VMs or when a coordinator is configured.
+
+  The coordinator comes from the config (``coordinator_address``, ``num_processes``,
+  ``process_id``) or the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
+  ``JAX_PROCESS_ID``); on a multi-host TPU slice JAX finds everything itself. CPU processes
+  exchange collectives with gloo.
+  """
+  if jax.distributed.is_initialized():
+    return
+  address = config.get('coordinator_address', '') or os.environ.get('JAX_COORDINATOR_ADDRESS', '')
+  if address:
+    num = int(config.get('num_processes', 0) or os.environ.get('JAX_NUM_PROCESSES', 0))
+    pid = int(config.get('process_id', -1))
+    if pid < 0:
+      pid = int(os.environ.get('JAX_PROCESS_ID', -1))
+    if num <= 0 or pid < 0:
+      raise ValueError('a coordinator address needs num_processes and process_id (config or '
+                       'JAX_NUM_PROCESSES / JAX_PROCESS_ID)')
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(address, num_processes=num, process_id=pid)
+  elif len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1:
+    jax.distributed.initialize()
+  logging.info('process %d of %d; %d local / %d global devices (%s)', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.default_backend())
+
+
+def create_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh named ``data`` over every device of every host."""
+  return jax.make_mesh((jax.device_count(),), (DATA,))
+
+
+def enable_compilation_cache(cache_dir: str) -> None:
+  """Persistent XLA compilation cache, so a restarted run skips recompiling its subnets."""
+  if cache_dir == 'none':
+    return
+  cache_dir = cache_dir or os.path.join(
+      os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')), 'mutualnet_jax',
+      'jax_cache')
+  jax.config.update('jax_compilation_cache_dir', cache_dir)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

@@ -1,0 +1,199 @@
+"""The MutualNet trainer, in sections: set-up, mesh, input, model, optimiser, checkpoint, loop.
+
+``train_and_evaluate(config, workdir)`` is what ``python -m mutualnet_jax.main`` runs; a notebook
+can call it directly. Each step trains the teacher and the sandwich of students drawn by
+:mod:`mutualnet_jax.sandwich` with the kernels of :mod:`mutualnet_jax.train_step`.
+"""
+
+import functools
+import math
+import signal
+import threading
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mutualnet_jax import checkpointing
+from mutualnet_jax import config_validation
+from mutualnet_jax import input_pipeline
+from mutualnet_jax import models
+from mutualnet_jax import optim
+from mutualnet_jax import parallel
+from mutualnet_jax import sandwich
+from mutualnet_jax import train_step
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+def create_model(config, axis_name: Optional[str] = None):
+  return models.create(config.model, num_classes=config.num_classes,
+                       max_width=config.width_upper, min_width=config.width_lower,
+                       depthwise_impl=config.depthwise_impl, axis_name=axis_name)
+
+
+def init_params(model, config):
+  """Parameters at the largest width; deterministic in ``config.seed``, computed on the host."""
+  r = int(config.resolutions[0])
+  init = jax.jit(lambda key: model.init(key, jnp.zeros((1, r, r, 3)), width=config.width_upper,
+                                        train=True)['params'], backend='cpu')
+  return init(jax.random.key(config.seed))
+
+
+def load_pretrained(params, config):
+  """Transfer learning (Sec. 4.2): take a checkpoint's parameters, except a mismatched head."""
+  pretrained, meta, step = checkpointing.restore_params(config.init_checkpoint)
+  logging.info('Initialising from %s (step %d, %s).', config.init_checkpoint, step, meta)
+  merged = dict(params)
+  for name, value in pretrained.items():
+    if name == 'classifier' and config.init_skip_classifier:
+      continue
+    merged[name] = value
+  want = jax.tree.map(jnp.shape, params)
+  got = jax.tree.map(jnp.shape, merged)
+  if want != got:
+    raise checkpointing.CheckpointError(
+        f'init_checkpoint {config.init_checkpoint} does not match model {config.model} at '
+        f'max width {config.width_upper}')
+  return jax.tree.map(jnp.asarray, merged)
+
+
+def steps_for(config, num_train_examples: int):
+  steps_per_epoch = max(num_train_examples // config.global_batch_size, 1)
+  total = (config.num_train_steps if config.num_train_steps > 0
+           else int(math.ceil(config.num_epochs * steps_per_epoch)))
+  return total, steps_per_epoch
+
+
+class _Preemption:
+  """SIGTERM (TPU preemption or ``launch/tpu.py stop``) asks the loop to save and exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint and stopping.')
+    self.requested = True
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def check_finite(state, config) -> None:
+  """Stop with the step and subnet of the first non-finite loss or gradient (one host fetch)."""
+  bad_step = int(jax.device_get(state.nonfinite_step))
+  if bad_step >= 0:
+    subnet = sandwich.draw_subnets(config, bad_step)[int(jax.device_get(state.nonfinite_subnet))]
+    raise NonFiniteError(
+        f'non-finite loss or gradient at step {bad_step} in subnet {subnet}; parameters were '
+        'kept at their last finite values and no checkpoint was written after it.')
+
+
+def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] = None):
+  """Train (resuming from the newest checkpoint in ``workdir``); returns the final state.
+
+  ``stop_after_steps`` ends this call after that many steps without touching the schedule (as a
+  preemption would), which tests use to check exact resumption.
+  """
+  # --- Set-up: processes, config checks before anything compiles.
+  parallel.initialize_distributed(config)
+  config_validation.validate(config, jax.device_count())
+  parallel.enable_compilation_cache(config.compilation_cache_dir)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+
+  # --- Mesh: one data-parallel axis over every device of every host.
+  mesh = parallel.create_mesh()
+  replicated = NamedSharding(mesh, P())
+
+  # --- Input.
+  num_train, _, _ = input_pipeline.dataset_info(config)
+  total_steps, steps_per_epoch = steps_for(config, num_train)
+
+  # --- Model and optimiser.
+  model = create_model(config, axis_name=parallel.DATA if config.sync_bn else None)
+  params = init_params(model, config)
+  if config.init_checkpoint:
+    params = load_pretrained(params, config)
+  schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
+  optimizer = optim.create_optimizer(config, schedule)
+  state = jax.device_put(train_step.create_train_state(params, optimizer), replicated)
+  if is_chief:
+    parameter_overview.log_parameter_overview(params)
+
+  # --- Checkpoints: resume from the newest readable one.
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+  meta = checkpointing.run_metadata(config)
+  restored = checkpointing.restore_latest(manager, target=state, expected_meta=meta)
+  if restored is not None:
+    state = restored[1]
+    logging.info('Resumed from step %d of %s.', restored[0], workdir)
+  start_step = int(jax.device_get(state.step))
+
+  # --- Kernels: one compiled program per subnet, compiled ahead on background threads.
+  subnets_per_step = len(sandwich.draw_subnets(config, 0))
+  kernels = train_step.StepKernels(model, optimizer, mesh, jax.eval_shape(lambda: params),
+                                   config.global_batch_size, config.num_classes)
+  kernels.precompile(sandwich.draw_subnets(config, start_step), subnets_per_step)
+  if config.precompile_grid:
+    kernels.precompile(sandwich.all_subnets(config), subnets_per_step)
+
+  # --- Loop.
+  batches = input_pipeline.device_batches(
+      input_pipeline.create_train_dataset(config, start_step=start_step), mesh,
+      config.prefetch_batches)
+  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  preemption = _Preemption()
+  end_step = total_steps if stop_after_steps is None else min(total_steps,
+                                                               start_step + stop_after_steps)
+  run = functools.partial(train_step.run_step, kernels, image_key=input_pipeline.image_key)
+  t_log, step = time.perf_counter(), start_step
+  logging.info('Training steps %d..%d of %d (%d per epoch).', start_step, end_step,
+               total_steps, steps_per_epoch)
+  try:
+    for step in range(start_step, end_step):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = next(batches)
+        state, metrics = run(state, batch, sandwich.draw_subnets(config, step))
+      report(step + 1)
+      done = step + 1 == end_step or preemption.requested
+      if (step + 1) % config.log_every_steps == 0 or done:
+        check_finite(state, config)
+        losses = np.asarray(jax.device_get(metrics['losses']))
+        elapsed, t_log = time.perf_counter() - t_log, time.perf_counter()
+        n = (step + 1 - start_step) if step + 1 - start_step < config.log_every_steps else (
+            config.log_every_steps)
+        scalars = {f'loss/{"teacher" if i == 0 else f"student{i}"}': float(l)
+                   for i, l in enumerate(losses)}
+        scalars.update({'loss/total': float(losses.sum()), 'learning_rate': float(schedule(step)),
+                        'grad_norm': float(jax.device_get(metrics['grad_norm'])),
+                        'images_per_second': n * config.global_batch_size / max(elapsed, 1e-9)})
+        writer.write_scalars(step + 1, scalars)
+      if (step + 1) % config.checkpoint_every_steps == 0 or done:
+        check_finite(state, config)
+        checkpointing.save(manager, step + 1, state, meta, force=True)
+      if preemption.requested:
+        break
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    preemption.close()
+    kernels.close()
+    writer.flush()
+  logging.info('Stopped after step %d; compiled %d subnet kernels.', step + 1,
+               len(kernels.compiled))
+  return state
