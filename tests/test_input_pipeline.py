@@ -1,0 +1,213 @@
+"""Input pipeline: shapes, ranges, multi-resolution, sharding, eval counting, resume, bad input."""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import itertools  # pylint: disable=g-import-not-at-top
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from mutualnet_jax import default_config, input_pipeline as ip, preprocess
+
+RES = (32, 24, 16)
+LOW = (np.array([0.0, 0.0, 0.0]) - preprocess.MEAN_RGB) / preprocess.STDDEV_RGB
+HIGH = (np.array([1.0, 1.0, 1.0]) - preprocess.MEAN_RGB) / preprocess.STDDEV_RGB
+
+
+def _write(path, rng, fmt='JPEG'):
+  h, w = rng.integers(20, 48, size=2)
+  Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, format=fmt)
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  """train: 3 classes x 5 images (one PNG) + 1 corrupt JPEG; validation: 3 x 3 images."""
+  root = tmp_path_factory.mktemp('images')
+  rng = np.random.default_rng(0)
+  for split, n in (('train', 5), ('validation', 3)):
+    for c in ('cat', 'dog', 'emu'):
+      os.makedirs(root / split / c)
+      for i in range(n):
+        fmt = 'PNG' if (c, i) == ('dog', 0) else 'JPEG'
+        _write(root / split / c / f'{i}.{fmt.lower()}', rng, fmt)
+  (root / 'train' / 'cat' / 'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+  return str(root)
+
+
+def _config(**kw):
+  c = default_config.get_config()
+  c.resolutions = RES
+  c.global_batch_size = 4
+  c.eval_batch_size = 4
+  c.shuffle_buffer = 64
+  c.prefetch_batches = 1
+  c.update(kw)
+  return c
+
+
+def _folder_config(folder, **kw):
+  return _config(dataset='image_folder', image_folder=folder, **kw)
+
+
+def _take(ds, n):
+  return list(itertools.islice(ds.as_numpy_iterator(), n))
+
+
+def _resize_align_corners(x, r):
+  """Independent numpy reference of bilinear resize with align_corners=True, [B, H, W, C]."""
+  def axis_weights(n):
+    pos = np.arange(r) * (n - 1) / (r - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    return lo, hi, (pos - lo)
+  lo, hi, w = axis_weights(x.shape[1])
+  x = x[:, lo] * (1 - w)[None, :, None, None] + x[:, hi] * w[None, :, None, None]
+  lo, hi, w = axis_weights(x.shape[2])
+  return x[:, :, lo] * (1 - w)[None, None, :, None] + x[:, :, hi] * w[None, None, :, None]
+
+
+def _check_batch(batch, batch_size, num_classes):
+  assert batch['label'].dtype == np.int32 and batch['label'].shape == (batch_size,)
+  assert ((batch['label'] >= 0) & (batch['label'] < num_classes)).all()
+  for r in RES:
+    x = batch[ip.image_key(r)]
+    assert x.dtype == np.float32 and x.shape == (batch_size, r, r, 3)
+    assert (x >= LOW - 1e-4).all() and (x <= HIGH + 1e-4).all()
+  top = batch[ip.image_key(RES[0])]
+  for r in RES[1:]:
+    np.testing.assert_allclose(batch[ip.image_key(r)], _resize_align_corners(top, r), atol=1e-4)
+
+
+def test_train_folder_shapes_ranges_resolutions_and_corrupt_skipped(folder):
+  before = ip.skipped_images()
+  batches = _take(ip.create_train_dataset(_folder_config(folder)), 8)  # 2 epochs of 16
+  for b in batches:
+    _check_batch(b, 4, 3)
+    assert set(b) == {'label', *(ip.image_key(r) for r in RES)}
+  assert ip.skipped_images() - before >= 2  # the corrupt file, once per epoch (+ prefetch)
+  assert np.std(batches[0][ip.image_key(32)]) > 0.1
+
+
+def test_train_deterministic_and_resumable(folder):
+  config = _folder_config(folder)
+  ref = _take(ip.create_train_dataset(config), 7)
+  again = _take(ip.create_train_dataset(config), 7)
+  for k in (3, 5):  # mid first epoch; second epoch
+    resumed = _take(ip.create_train_dataset(config, start_step=k), 7 - k)
+    for a, b in zip(ref[k:], resumed):
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+  for a, b in zip(ref, again):
+    np.testing.assert_array_equal(a[ip.image_key(32)], b[ip.image_key(32)])
+  # Epochs are reshuffled and re-augmented; another seed gives other batches.
+  assert not np.array_equal(ref[0][ip.image_key(32)], ref[4][ip.image_key(32)])
+  other = _take(ip.create_train_dataset(_folder_config(folder, seed=1)), 1)
+  assert not np.array_equal(ref[0][ip.image_key(32)], other[0][ip.image_key(32)])
+
+
+def _rows(batches):
+  """Real (mask 1) rows as a sorted list of (label, rounded image bytes)."""
+  rows = []
+  for b in batches:
+    for i in np.flatnonzero(b['mask'] > 0):
+      rows.append((int(b['label'][i]), np.round(b[ip.image_key(32)][i], 3).tobytes()))
+  return sorted(rows)
+
+
+def test_eval_counts_each_example_once_across_two_processes(folder):
+  config = _folder_config(folder)
+  single = _take(ip.create_eval_dataset(config), 100)
+  assert sum(b['mask'].sum() for b in single) == 9
+  hosts = [_take(ip.create_eval_dataset(config, process_index=i, process_count=2), 100)
+           for i in range(2)]
+  assert len(hosts[0]) == len(hosts[1]) == 3  # shares of 5 and 4, per-host batch 2
+  for b in single + hosts[0] + hosts[1]:
+    _check_batch(b, b['label'].shape[0], 3)
+    assert b['mask'].dtype == np.float32
+  assert _rows(hosts[0] + hosts[1]) == _rows(single)  # disjoint, covering the split
+
+
+def test_two_processes_read_disjoint_shares_covering_the_split(folder):
+  source = ip.open_source(_folder_config(folder))
+  for drop in (False, True):
+    shares, sizes = [], None
+    for i in range(2):
+      ds, sizes = source.share('train', i, 2, drop_remainder=drop)
+      shares.append([ex['image'] for ex in ds.as_numpy_iterator()])
+    assert [len(s) for s in shares] == sizes
+    assert not set(shares[0]) & set(shares[1])
+    assert len(set(shares[0]) | set(shares[1])) == (16 if not drop else 16)
+  b0, b1 = (_take(ip.create_train_dataset(_folder_config(folder), process_index=i,
+                                          process_count=2), 1)[0] for i in range(2))
+  assert b0['label'].shape == (2,) and b1['label'].shape == (2,)
+
+
+def test_calibration_is_fixed_set_with_mask(folder):
+  config = _folder_config(folder)
+  a = _take(ip.create_calibration_dataset(config, 8, 4), 100)
+  b = _take(ip.create_calibration_dataset(config, 8, 4), 100)
+  assert len(a) == 2
+  for x, y in zip(a, b):
+    _check_batch(x, 4, 3)
+    assert (x['mask'] == 1).all()
+    np.testing.assert_array_equal(x[ip.image_key(32)], y[ip.image_key(32)])
+
+
+def test_tfds_mock_imagenet():
+  config = _config(dataset='imagenet2012', eval_split='validation')
+  with tfds.testing.mock_data(num_examples=10):
+    assert ip.validate_data_config(config) == []
+    assert ip.dataset_info(config) == (10, 10, 1000)
+    for b in _take(ip.create_train_dataset(config), 3):
+      _check_batch(b, 4, 1000)
+    ev = _take(ip.create_eval_dataset(config), 100)
+    assert len(ev) == 3 and sum(b['mask'].sum() for b in ev) == 10
+    for b in ev:
+      _check_batch(b, 4, 1000)
+
+
+def test_digits():
+  config = _config(dataset='digits', eval_split='test', resolutions=(32, 24, 16))
+  assert ip.validate_data_config(config) == []
+  assert ip.dataset_info(config) == (1497, 300, 10)
+  _check_batch(_take(ip.create_train_dataset(config), 1)[0], 4, 10)
+  ev = list(ip.create_eval_dataset(config, batch_size=64).as_numpy_iterator())
+  assert sum(b['mask'].sum() for b in ev) == 300
+
+
+def test_clear_errors(tmp_path, folder):
+  problems = ip.validate_data_config(_config(dataset='no_such_dataset_xyz'))
+  assert any('Unknown TFDS dataset' in p for p in problems)
+  with pytest.raises(ip.DataConfigError, match='Unknown TFDS dataset'):
+    ip.create_train_dataset(_config(dataset='no_such_dataset_xyz'))
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  problems = ip.validate_data_config(_folder_config(str(empty)))
+  assert any("no split folder 'train'" in p for p in problems), problems
+  assert any("no split folder 'validation'" in p for p in problems), problems
+  with pytest.raises(ip.DataConfigError):
+    ip.create_train_dataset(_folder_config(str(empty)))
+  (empty / 'train' / 'cls').mkdir(parents=True)
+  (empty / 'train' / 'cls' / 'notes.txt').write_text('x')
+  (empty / 'validation').mkdir()
+  problems = ip.validate_data_config(_folder_config(str(empty)))
+  assert any('has no images' in p for p in problems), problems
+  assert any('no class folders' in p for p in problems), problems
+  assert ip.validate_data_config(_folder_config(folder)) == []
+  assert ip.validate_data_config(_folder_config(folder, resolutions=(16, 32)))
+
+
+def test_device_batches():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
+  n = len(jax.devices())
+  batches = [{'label': np.full((2 * n,), i, np.int32),
+              'image_8': np.zeros((2 * n, 8, 8, 3), np.float32)} for i in range(5)]
+  out = list(ip.device_batches(iter(batches), mesh, prefetch=2))
+  assert [int(b['label'][0]) for b in out] == list(range(5))
+  assert out[0]['image_8'].shape == (2 * n, 8, 8, 3)
+  assert out[0]['label'].sharding.spec == jax.sharding.PartitionSpec('data')
