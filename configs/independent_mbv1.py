@@ -1,0 +1,19 @@
+"""Independently trained MobileNet v1 at one width and resolution (the paper's baselines).
+
+  python -m mutualnet_jax.main --config=configs/independent_mbv1.py --workdir=gs://BUCKET/mb1 \
+      --config.independent_width=0.5 --config.independent_resolution=160
+
+Paper (Fig. 4): 1.0-224 ~70.6%, 0.5-160 ~60.2% (MobileNet v1 paper's numbers).
+"""
+
+from mutualnet_jax import default_config
+
+
+def get_config():
+  c = default_config.get_config()
+  c.mode = 'independent'
+  c.independent_width = 1.0
+  c.independent_resolution = 224
+  c.width_lower = 1.0
+  c.resolutions = (224,)
+  return c

@@ -1,0 +1,16 @@
+"""MutualNet MobileNet v2, widths [0.7, 1.0] x {224, 192, 160, 128}, ImageNet.
+
+  python -m mutualnet_jax.main --config=configs/mbv2.py --workdir=gs://BUCKET/mbv2
+
+Paper: 72.9% top-1 at 1.0-224 (300.8 MFLOPs), 64.2% at 0.7-128 (57.6 MFLOPs). Below width 0.7
+the published v2 collapses; the module accepts lower bounds (e.g. 0.35) for experiments.
+"""
+
+from mutualnet_jax import default_config
+
+
+def get_config():
+  c = default_config.get_config()
+  c.model = 'mobilenet_v2'
+  c.width_lower = 0.7
+  return c

@@ -1,0 +1,22 @@
+"""Transfer learning to Food-101 from an ImageNet MutualNet checkpoint (Sec. 4.2, Table 5).
+
+  python -m mutualnet_jax.main --config=configs/transfer_food101.py --workdir=DIR \
+      --config.init_checkpoint=gs://BUCKET/mbv1
+
+Same recipe as CIFAR-100: batch 256, lr 0.1, cosine, 100 epochs.
+"""
+
+import importlib.util
+import os
+
+
+def get_config():
+  spec = importlib.util.spec_from_file_location(
+      'transfer_cifar100', os.path.join(os.path.dirname(__file__), 'transfer_cifar100.py'))
+  base = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(base)
+  c = base.get_config()
+  c.dataset = 'food101'
+  c.eval_split = 'validation'
+  c.num_classes = 101
+  return c

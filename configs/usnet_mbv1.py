@@ -1,0 +1,15 @@
+"""US-Net baseline: sandwich rule with inplace distillation, every subnet at 224 (Sec. 4.1).
+
+  python -m mutualnet_jax.main --config=configs/usnet_mbv1.py --workdir=gs://BUCKET/usnet_mbv1
+
+Paper (Fig. 4): US-Net MobileNet v1 [0.25, 1.0] reaches 71.5% at 1.0-224; MutualNet is above
+it at every budget because the resolutions are trained jointly.
+"""
+
+from mutualnet_jax import default_config
+
+
+def get_config():
+  c = default_config.get_config()
+  c.mode = 'usnet'
+  return c

@@ -1,0 +1,47 @@
+"""Command line: ``python -m mutualnet_jax.main --config=configs/mbv1.py --workdir=DIR [--mode=eval]``.
+
+Flags only; the work happens in :func:`mutualnet_jax.train.train_and_evaluate` (training) and
+:func:`mutualnet_jax.evaluate.evaluate_grid` (BN calibration and the query table).
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and the query table.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval'],
+                  'train; eval (calibrate BN and build the query table from the newest '
+                  'checkpoint); or both in turn.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _quiet_orbax(record) -> bool:
+  # Orbax logs every save step at INFO; keep its warnings, drop the chatter.
+  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  logging.get_absl_handler().addFilter(_quiet_orbax)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')   # keep TensorFlow off the accelerators
+  logging.info('Config:\n%s', FLAGS.config)
+  # pylint: disable=g-import-not-at-top
+  if FLAGS.mode in ('train', 'train_and_eval'):
+    from mutualnet_jax import train
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if FLAGS.mode in ('eval', 'train_and_eval'):
+    from mutualnet_jax import evaluate
+    evaluate.evaluate_grid(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
