@@ -67,7 +67,7 @@ def validate(config, device_count: Optional[int] = None, data: bool = True) -> N
   """Raise :class:`ConfigError` listing every problem of ``config`` (and its data source)."""
   problems = config_problems(config, device_count)
   if data:
-    from mutualnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-    problems += input_pipeline.validate_data_config(config)
+    from mutualnet_jax import data_sources  # pylint: disable=g-import-not-at-top
+    problems += data_sources.validate_data_config(config)
   if problems:
     raise ConfigError(problems)

@@ -4,6 +4,7 @@ Flags only; the work happens in :func:`mutualnet_jax.train.train_and_evaluate` (
 :func:`mutualnet_jax.evaluate.evaluate_grid` (BN calibration and the query table).
 """
 
+import logging as std_logging
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -24,7 +25,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def _quiet_orbax(record) -> bool:
   # Orbax logs every save step at INFO; keep its warnings, drop the chatter.
-  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):
