@@ -1,0 +1,210 @@
+"""BN post-statistics (MutualNet Sec. 3.1): calibrate, per (width, resolution), and cache.
+
+A slimmable network shares its weights across widths, but the batch-norm statistics of one
+subnet at one resolution are its own. After training, every evaluated (width, resolution) gets
+statistics computed from a few training-augmented batches: the models here write each batch's
+mean and unbiased variance into the ``batch_stats`` collection (see ``models/slimmable.py``);
+this module averages them exactly over the batches (PyTorch's ``momentum=None``, i.e. a
+cumulative average with factor 1/(t+1) -- not an EMA).
+
+Calibration is data parallel: the model is created with ``axis_name='data'`` and run inside
+``jax.shard_map`` on the 1-D ``data`` mesh, so each batch's moments are those of the global
+batch (all devices of all hosts). One compiled kernel per (width, resolution).
+
+Results are cached at ``WORKDIR/bn_stats/w{width}_r{res}.npz``, tagged with the checkpoint step
+and the calibration set, so evaluating or exporting a configuration again does not
+recalibrate, and statistics of an older checkpoint are recomputed rather than reused.
+"""
+
+import json
+import os
+import tempfile
+import threading
+from typing import Any, Callable, Dict, Iterable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mutualnet_jax import parallel
+from mutualnet_jax.models.slimmable import BATCH_STATS
+
+Array = Any
+_SEP = '/'
+_kernels: Dict[Any, Callable] = {}
+_kernels_lock = threading.Lock()
+
+
+def image_key(r: int) -> str:
+  return 'image_%d' % r
+
+
+def _synced(model):
+  """The model with synchronised BN over the mesh axis (global-batch moments)."""
+  if getattr(model, 'axis_name', None) == parallel.DATA:
+    return model
+  return model.clone(axis_name=parallel.DATA)
+
+
+def _kernel(model, width: float, resolution: int, mesh):
+  """jit(shard_map(training-mode forward)) -> that batch's statistics, replicated. Cached."""
+  key = (model, float(width), int(resolution), mesh)
+  with _kernels_lock:
+    fn = _kernels.get(key)
+    if fn is None:
+      def stats(params, images):
+        _, mutated = model.apply({'params': params}, images, width=width, train=True,
+                                 mutable=[BATCH_STATS])
+        return flax.core.unfreeze(mutated[BATCH_STATS])
+      # Outputs are identical on every device (the moments are pmean-ed inside BN).
+      fn = jax.jit(jax.shard_map(stats, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
+                                 out_specs=P(), check_vma=False))
+      _kernels[key] = fn
+  return fn
+
+
+@jax.jit
+def _accumulate(total, new):
+  return jax.tree.map(lambda a, b: a + b.astype(jnp.float32), total, new)
+
+
+def calibrate_bn(model, params, width: float, resolution: int, batches: Iterable[Dict],
+                 mesh) -> Dict:
+  """Exact average over ``batches`` of per-batch BN means and unbiased variances.
+
+  ``batches``: dicts with ``image_key(resolution)`` holding global batches (jax.Arrays sharded
+  over 'data', or host numpy arrays of the whole global batch on a single host). Every row
+  counts: use drop-remainder batches without padding. Returns ``batch_stats`` as a nested dict
+  of numpy arrays, shaped for exactly this subnet.
+  """
+  model = _synced(model)
+  fn = _kernel(model, width, resolution, mesh)
+  sharding = NamedSharding(mesh, P(parallel.DATA))
+  params = jax.device_put(params, NamedSharding(mesh, P()))
+  total, t = None, 0
+  for batch in batches:
+    images = batch[image_key(resolution)]
+    if not isinstance(images, jax.Array):
+      images = jax.device_put(np.asarray(images), sharding)
+    stats = fn(params, images)
+    total = stats if total is None else _accumulate(total, stats)
+    t += 1
+  if t == 0:
+    raise ValueError('calibrate_bn: no calibration batches')
+  return jax.tree.map(lambda s: np.asarray(jax.device_get(s), np.float32) / t, total)
+
+
+# --- The cache on disk.
+
+def stats_path(workdir: str, width: float, resolution: int) -> str:
+  return os.path.join(workdir, 'bn_stats', f'w{float(width):g}_r{int(resolution)}.npz')
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, prefix + k + _SEP))
+    else:
+      out[prefix + k] = np.asarray(v)
+  return out
+
+
+def _unflatten(flat):
+  tree = {}
+  for key, v in flat.items():
+    node = tree
+    *parents, leaf = key.split(_SEP)
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return tree
+
+
+def save_stats(path: str, stats: Dict, tag: Dict) -> None:
+  """Atomic write (temp file + rename): a killed process never leaves a half file."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  flat = {'stats/' + k: v for k, v in _flatten(stats).items()}
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    np.savez(f, __tag__=np.array(json.dumps(tag, sort_keys=True)), **flat)
+  os.replace(tmp, path)
+
+
+def load_stats(path: str, tag: Optional[Dict] = None) -> Optional[Dict]:
+  """Cached statistics, or None if absent or stale.
+
+  Stale: a field of ``tag`` (e.g. the checkpoint step, the calibration set size) differs from
+  the one saved; fields not given are not checked.
+  """
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path) as z:
+      saved = json.loads(str(z['__tag__']))
+      stale = {k: (saved.get(k), v) for k, v in (tag or {}).items() if saved.get(k) != v}
+      if stale:
+        logging.info('%s is stale (saved, wanted: %s): recalibrating.', path, stale)
+        return None
+      flat = {k[len('stats/'):]: z[k] for k in z.files if k.startswith('stats/')}
+  except (OSError, ValueError, KeyError) as e:
+    logging.warning('Cannot read %s (%s): recalibrating.', path, e)
+    return None
+  return _unflatten(flat)
+
+
+def calibration_tag(config, step: int) -> Dict:
+  """What the statistics depend on besides (width, resolution): checkpoint and data."""
+  return {'step': int(step), 'calib_images': int(config.calib_images),
+          'calib_batch_size': int(config.calib_batch_size), 'dataset': str(config.dataset),
+          'seed': int(config.seed)}
+
+
+def cached_calibration(workdir: str, model, params, width: float, resolution: int, mesh, *,
+                       tag: Dict, batches_fn: Callable[[], Iterable[Dict]]) -> Dict:
+  """Statistics for (width, resolution): from the cache, else calibrated and cached.
+
+  ``batches_fn()`` gives the calibration batches, called only on a cache miss.
+  """
+  path = stats_path(workdir, width, resolution)
+  stats = load_stats(path, tag)
+  if stats is not None:
+    return stats
+  stats = calibrate_bn(model, params, width, resolution, batches_fn(), mesh)
+  if jax.process_index() == 0:
+    save_stats(path, stats, tag)
+  return stats
+
+
+def host_calibration_batches(config, mesh=None) -> list:
+  """The calibration set (config.calib_images, training augmentation), decoded once.
+
+  Kept as host numpy batches (every resolution), so every (width, resolution) reuses them;
+  drop remainder, so no padded row enters the statistics.
+  """
+  from mutualnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  del mesh
+  ds = input_pipeline.create_calibration_dataset(config, int(config.calib_images),
+                                                 int(config.calib_batch_size))
+  batches = []
+  for b in ds.as_numpy_iterator():
+    if 'mask' in b and not np.all(b['mask'] > 0):
+      raise ValueError('calibration batches must not contain padding rows')
+    batches.append(b)
+  return batches
+
+
+def to_device(batches: list, mesh, resolution: int):
+  """Host batches -> global arrays of one resolution, sharded over 'data' (lazily)."""
+  sharding = NamedSharding(mesh, P(parallel.DATA))
+  key = image_key(resolution)
+  for b in batches:
+    yield {key: jax.make_array_from_process_local_data(sharding, np.asarray(b[key]))}
+
+
+__all__ = ['calibrate_bn', 'cached_calibration', 'host_calibration_batches', 'load_stats',
+           'save_stats', 'stats_path', 'to_device', 'calibration_tag']
+

@@ -1,0 +1,209 @@
+"""The query table of a trained network: every (width, resolution), calibrated and measured.
+
+``evaluate_grid(config, workdir)`` (``python -m mutualnet_jax.main --mode=eval``) restores the
+newest checkpoint of ``workdir`` (trained, or converted from PyTorch), and for every width of
+``width_grid(width_lower, width_upper, eval_width_step)`` x every resolution:
+
+  1. BN post-statistics (Sec. 3.1), from ``WORKDIR/bn_stats`` when already calibrated for this
+     checkpoint, else calibrated on ``config.calib_images`` training-augmented images;
+  2. top-1 / top-5 on ``config.eval_split``, each example counted once (padding masked);
+  3. MMACs and parameters (``flops.count``), latency at batch 1 and throughput at the largest
+     of ``config.latency_batch_sizes`` on this host's first device (median of
+     ``config.latency_repeats`` timed calls, compilation excluded).
+
+It writes ``query_table.csv``, ``query_table.md`` and ``accuracy_vs_mflops.png`` (Fig. 5) to
+``workdir``. Images are decoded once: the calibration set and (when it fits in
+``config.eval_cache_gb``, default 4 GB) the evaluation set are kept on the host with every
+resolution and reused for all widths; a larger evaluation set is streamed once, every
+configuration being evaluated on each batch.
+"""
+
+import functools
+import statistics
+import time
+from typing import Dict, List, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mutualnet_jax import calibration
+from mutualnet_jax import checkpointing
+from mutualnet_jax import flops
+from mutualnet_jax import parallel
+from mutualnet_jax import query_table
+from mutualnet_jax import sandwich
+
+
+@functools.lru_cache(maxsize=None)
+def infer_fn(model, width: float):
+  """Compiled inference of one subnet: ``f({'params', 'batch_stats'}, images) -> logits``.
+
+  Plain jit: with a batch sharded over 'data' and replicated variables XLA runs it data
+  parallel; inference needs no collective.
+  """
+  return jax.jit(lambda variables, x: model.apply(variables, x, width=width, train=False))
+
+
+@jax.jit
+def _counts(logits, labels, mask):
+  """[top-1 correct, top-5 correct, examples] of a batch, padding rows masked out."""
+  k = min(5, logits.shape[-1])
+  top = lax.top_k(logits, k)[1]
+  hit = top == labels[:, None].astype(top.dtype)
+  return jnp.stack([jnp.sum(hit[:, 0] * mask), jnp.sum(jnp.any(hit, -1) * mask),
+                    jnp.sum(mask)]).astype(jnp.float32)
+
+
+def accuracy(model, variables, width: float, resolution: int, batches) -> Dict[str, float]:
+  """Top-1/top-5 over ``batches`` (dicts with the images at ``resolution``, 'label', 'mask')."""
+  return accuracy_many(model, {(width, resolution): variables}, batches)[(width, resolution)]
+
+
+def accuracy_many(model, variables: Dict, batches) -> Dict:
+  """Accuracy of several configurations {(width, res): variables} in one pass over batches."""
+  totals = {k: jnp.zeros(3) for k in variables}
+  for batch in batches:
+    for (w, r), v in variables.items():
+      logits = infer_fn(model, w)(v, batch[calibration.image_key(r)])
+      totals[(w, r)] = totals[(w, r)] + _counts(logits, batch['label'], batch['mask'])
+  out = {}
+  for k, t in totals.items():
+    top1, top5, n = (float(x) for x in jax.device_get(t))
+    out[k] = {'top1': top1 / max(n, 1), 'top5': top5 / max(n, 1), 'eval_images': int(n)}
+  return out
+
+
+def measure_latency(model, variables, width: float, resolution: int, batch_size: int,
+                    repeats: int) -> float:
+  """Median seconds of one forward pass on this host's first device, compilation excluded."""
+  device = jax.local_devices()[0]
+  v = jax.device_put(variables, device)
+  x = jax.device_put(np.random.default_rng(0).standard_normal(
+      (batch_size, resolution, resolution, 3), np.float32), device)
+  fn = infer_fn(model, width)
+  fn(v, x).block_until_ready()   # compile and warm up
+  times = []
+  for _ in range(max(1, repeats)):
+    t0 = time.perf_counter()
+    fn(v, x).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def _eval_set_bytes(config, num_examples: int) -> int:
+  return num_examples * sum(3 * 4 * int(r) ** 2 for r in config.resolutions)
+
+
+def restore(config, workdir: str):
+  """(model, params, meta, step) of the newest checkpoint, checked against the config."""
+  from mutualnet_jax import train  # pylint: disable=g-import-not-at-top
+  params, meta, step = checkpointing.restore_params(workdir)
+  checkpointing.check_compatible(meta, checkpointing.run_metadata(config), workdir)
+  model = train.create_model(config)
+  want = jax.tree.map(jnp.shape, jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), width=config.width_upper,
+                         train=True)['params']))
+  if jax.tree.map(jnp.shape, params) != want:
+    raise checkpointing.CheckpointError(
+        f'the checkpoint in {workdir} does not hold {config.model} parameters at max width '
+        f'{config.width_upper} with {config.num_classes} classes')
+  return model, params, meta, step
+
+
+class _Lazy:
+  """Decode the calibration set on first need only (all statistics may be cached)."""
+
+  def __init__(self, fn):
+    self._fn, self._value = fn, None
+
+  def get(self):
+    if self._value is None:
+      self._value = self._fn()
+    return self._value
+
+
+def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = None,
+                  resolutions: Optional[Sequence[int]] = None) -> List[Dict]:
+  """Calibrate, evaluate and time every configuration; write the table and plot; the rows.
+
+  ``widths`` / ``resolutions`` override the grid (default: ``width_grid(width_lower,
+  width_upper, eval_width_step)`` x ``config.resolutions``).
+  """
+  from mutualnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(config)
+  parallel.enable_compilation_cache(config.get('compilation_cache_dir', ''))
+  mesh = parallel.create_mesh()
+  model, params, meta, step = restore(config, workdir)
+  params = jax.device_put(params, NamedSharding(mesh, P()))
+  widths = tuple(widths or sandwich.width_grid(config.width_lower, config.width_upper,
+                                               config.eval_width_step))
+  resolutions = tuple(int(r) for r in (resolutions or config.resolutions))
+  configs = [(float(w), r) for r in resolutions for w in sorted(widths, reverse=True)]
+  logging.info('Evaluating %d configurations of %s (checkpoint step %d, %s).', len(configs),
+               config.model, step, meta)
+
+  tag = calibration.calibration_tag(config, step)
+  calib = _Lazy(lambda: calibration.host_calibration_batches(config))
+  n_calib = int(config.calib_images) // int(config.calib_batch_size) * int(
+      config.calib_batch_size)
+
+  _, num_eval, _ = input_pipeline.dataset_info(config)
+  eval_ds = input_pipeline.create_eval_dataset(config)
+  cache_eval = _eval_set_bytes(config, num_eval) <= float(config.get('eval_cache_gb', 4)) * 1e9
+  if cache_eval:
+    t0 = time.perf_counter()
+    eval_host = list(eval_ds.as_numpy_iterator())
+    logging.info('Decoded the %d evaluation images once (%.1fs); reused for every width.',
+                 num_eval, time.perf_counter() - t0)
+    eval_batches = lambda: input_pipeline.device_batches(iter(eval_host), mesh, 2)
+  else:
+    eval_batches = lambda: input_pipeline.device_batches(eval_ds, mesh,
+                                                         config.prefetch_batches)
+
+  lat_sizes = sorted({int(b) for b in config.latency_batch_sizes})
+  thr_batch = max(lat_sizes) if lat_sizes and max(lat_sizes) > 1 else None
+  repeats = int(config.latency_repeats)
+
+  rows, stats_of, t_start = [], {}, time.perf_counter()
+  for i, (w, r) in enumerate(configs):
+    stats = calibration.cached_calibration(
+        workdir, model, params, w, r, mesh, tag=tag,
+        batches_fn=lambda r=r: calibration.to_device(calib.get(), mesh, r))
+    variables = {'params': params, 'batch_stats': stats}
+    stats_of[(w, r)] = variables
+    macs, n_params = flops.count(model, w, r)
+    row = {'width': w, 'resolution': r, 'mmacs': macs / 1e6, 'params': n_params,
+           'calib_images': n_calib, 'step': int(step)}
+    if cache_eval:
+      row.update(accuracy(model, variables, w, r, eval_batches()))
+    if 1 in lat_sizes or not lat_sizes:
+      row['latency_ms'] = 1e3 * measure_latency(model, variables, w, r, 1, repeats)
+    if thr_batch:
+      t = measure_latency(model, variables, w, r, thr_batch, repeats)
+      row.update(throughput_img_s=thr_batch / t, throughput_batch=thr_batch)
+    rows.append(row)
+    elapsed = time.perf_counter() - t_start
+    eta = elapsed / (i + 1) * (len(configs) - i - 1)
+    logging.info('[%d/%d] width=%g resolution=%d: %.2f MMACs%s, %.3f ms | %.0fs elapsed, '
+                 'ETA %.0fs', i + 1, len(configs), w, r, row['mmacs'],
+                 f", top-1 {100 * row['top1']:.2f}%" if 'top1' in row else '',
+                 row.get('latency_ms', float('nan')), elapsed, eta)
+  if not cache_eval:
+    logging.info('Evaluating all %d configurations in one pass over the evaluation set.',
+                 len(configs))
+    results = accuracy_many(model, stats_of, eval_batches())
+    for row in rows:
+      row.update(results[(row['width'], row['resolution'])])
+
+  if jax.process_index() == 0:
+    paths = query_table.write_all(rows, workdir, title=f'{config.model} on {config.dataset} '
+                                  f'(step {step})')
+    best = query_table.envelope(rows)
+    logging.info('Wrote %s. Best per budget: %s', ', '.join(paths.values()),
+                 '; '.join(f"{r['mmacs']:.1f} MFLOPs -> w{r['width']:g}@{r['resolution']} "
+                           f"{100 * r['top1']:.2f}%" for r in best))
+  return rows

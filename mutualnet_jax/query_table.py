@@ -1,0 +1,158 @@
+"""The query table (MutualNet Sec. 3.3 / Fig. 5): I/O, best configuration per budget, the plot.
+
+One row per (width, resolution) configuration of a trained network: its cost (MMACs, which
+the paper reports as "MFLOPs"; parameters; latency) and its accuracy. Deployment picks, for a
+budget, the most accurate row that fits; over all budgets these picks form the upper envelope
+of accuracy vs. cost, and the resolution each pick uses is what the paper's Fig. 5 shows.
+"""
+
+import csv
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+COLUMNS = ('width', 'resolution', 'mmacs', 'params', 'top1', 'top5', 'latency_ms',
+           'throughput_img_s', 'throughput_batch', 'eval_images', 'calib_images', 'step')
+_INT = ('resolution', 'params', 'throughput_batch', 'eval_images', 'calib_images', 'step')
+
+
+def write_csv(rows: Sequence[Dict], path: str) -> None:
+  cols = list(COLUMNS) + sorted({k for r in rows for k in r} - set(COLUMNS))
+  tmp = path + '.tmp'
+  with open(tmp, 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=cols, extrasaction='ignore')
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: r.get(k, '') for k in cols})
+  os.replace(tmp, path)
+
+
+def read_csv(path: str) -> List[Dict]:
+  """Rows with numeric columns parsed (ints for counts, floats otherwise; '' -> None)."""
+  with open(path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  if not rows:
+    return []
+  missing = [c for c in ('width', 'resolution', 'mmacs', 'top1') if c not in rows[0]]
+  if missing:
+    raise ValueError(f'{path} is not a query table: missing columns {missing}')
+  out = []
+  for r in rows:
+    parsed = {}
+    for k, v in r.items():
+      if v is None or v == '':
+        parsed[k] = None
+        continue
+      try:
+        parsed[k] = int(float(v)) if k in _INT else float(v)
+      except ValueError:
+        parsed[k] = v
+    out.append(parsed)
+  return out
+
+
+def write_markdown(rows: Sequence[Dict], path: str, title: str = 'Query table') -> None:
+  """Human-readable table, sorted by cost, best-per-budget rows marked with *."""
+  best = {id(r) for r in envelope(rows)}
+  lines = [f'# {title}', '',
+           '| width | resolution | MFLOPs (MMACs) | params (M) | top-1 (%) | top-5 (%) | '
+           'latency b=1 (ms) | throughput (img/s) | envelope |',
+           '|---:|---:|---:|---:|---:|---:|---:|---:|:---:|']
+  fmt = lambda v, spec: '' if v is None or (isinstance(v, float) and math.isnan(v)) else (
+      format(v, spec))
+  scaled = lambda r, k, f: None if r.get(k) is None else r[k] * f
+  for r in sorted(rows, key=lambda r: (r['mmacs'], -r['top1'])):
+    lines.append(
+        f"| {r['width']:g} | {r['resolution']} | {fmt(r['mmacs'], '.2f')} | "
+        f"{fmt(scaled(r, 'params', 1e-6), '.3f')} | {fmt(100 * r['top1'], '.2f')} | "
+        f"{fmt(scaled(r, 'top5', 100), '.2f')} | "
+        f"{fmt(r.get('latency_ms'), '.3f')} | {fmt(r.get('throughput_img_s'), '.1f')} | "
+        f"{'*' if id(r) in best else ''} |")
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def fits(row: Dict, max_mflops: Optional[float] = None,
+         max_latency_ms: Optional[float] = None) -> bool:
+  if max_mflops is not None and not row['mmacs'] <= max_mflops:
+    return False
+  if max_latency_ms is not None:
+    lat = row.get('latency_ms')
+    if lat is None or not lat <= max_latency_ms:
+      return False
+  return True
+
+
+def best_within(rows: Sequence[Dict], max_mflops: Optional[float] = None,
+                max_latency_ms: Optional[float] = None) -> Optional[Dict]:
+  """The most accurate row within the budget(s); ties go to the cheaper one. None if none fits."""
+  ok = [r for r in rows if fits(r, max_mflops, max_latency_ms)]
+  if not ok:
+    return None
+  return max(ok, key=lambda r: (r['top1'], -r['mmacs'], r.get('top5') or 0.0))
+
+
+def envelope(rows: Sequence[Dict], cost: str = 'mmacs') -> List[Dict]:
+  """Best row per budget, for every budget: the rows where the best choice changes.
+
+  For budget b the best is the most accurate row with cost <= b; walking the rows by cost,
+  a row joins the envelope when it beats every cheaper row.
+  """
+  out, best = [], -math.inf
+  for r in sorted(rows, key=lambda r: (r[cost], -r['top1'])):
+    if r['top1'] > best:
+      out.append(r)
+      best = r['top1']
+  return out
+
+
+def plot(rows: Sequence[Dict], path: str, title: str = '') -> None:
+  """Top-1 vs. MFLOPs: every configuration, coloured by resolution, and the envelope (Fig. 5).
+
+  The envelope is a step line (best accuracy for each budget); each of its segments and
+  markers takes the colour of the resolution the chosen configuration uses.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  resolutions = sorted({r['resolution'] for r in rows}, reverse=True)
+  cmap = plt.get_cmap('viridis')
+  colour = {res: cmap(i / max(1, len(resolutions) - 1)) for i, res in enumerate(resolutions)}
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  for res in resolutions:
+    sub = [r for r in rows if r['resolution'] == res]
+    ax.scatter([r['mmacs'] for r in sub], [100 * r['top1'] for r in sub], s=22, alpha=0.45,
+               color=colour[res], label=f'{res}px')
+    for r in sub:
+      ax.annotate(f"{r['width']:g}", (r['mmacs'], 100 * r['top1']), fontsize=6, alpha=0.6,
+                  xytext=(2, -7), textcoords='offset points')
+  env = envelope(rows)
+  x_end = max(r['mmacs'] for r in rows)
+  for i, r in enumerate(env):
+    x1 = env[i + 1]['mmacs'] if i + 1 < len(env) else x_end
+    c = colour[r['resolution']]
+    ax.plot([r['mmacs'], x1], [100 * r['top1']] * 2, color=c, lw=2.5)
+    if i + 1 < len(env):   # the riser to the next choice, in the next choice's colour
+      ax.plot([x1, x1], [100 * r['top1'], 100 * env[i + 1]['top1']],
+              color=colour[env[i + 1]['resolution']], lw=2.5)
+    ax.scatter([r['mmacs']], [100 * r['top1']], s=70, color=c, edgecolor='black', zorder=3)
+  ax.plot([], [], color='gray', lw=2.5, label='best per budget')
+  ax.set_xlabel('MFLOPs (multiply-adds, millions)')
+  ax.set_ylabel('top-1 accuracy (%)')
+  ax.set_title(title or 'Accuracy vs. MFLOPs: all configurations and the best per budget')
+  ax.grid(alpha=0.3)
+  ax.legend(title='resolution', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def write_all(rows: Sequence[Dict], workdir: str, title: str = '') -> Dict[str, str]:
+  """query_table.csv, query_table.md and accuracy_vs_mflops.png in ``workdir``."""
+  paths = {'csv': os.path.join(workdir, 'query_table.csv'),
+           'md': os.path.join(workdir, 'query_table.md'),
+           'png': os.path.join(workdir, 'accuracy_vs_mflops.png')}
+  write_csv(rows, paths['csv'])
+  write_markdown(rows, paths['md'], title=title or 'Query table')
+  plot(rows, paths['png'], title=title)
+  return paths

@@ -1,0 +1,153 @@
+"""Query table: calibrated eval, the grid end to end (trained and converted), select CLI."""
+
+import csv
+import os
+import subprocess
+import sys
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from mutualnet_jax import (calibration, checkpointing, default_config, evaluate,  # noqa: E402
+                           models, query_table, select, train)
+
+sys.path.insert(0, os.path.dirname(__file__))
+import test_calibration as tc  # noqa: E402
+
+
+def tiny_config(**overrides):
+  c = default_config.get_config()
+  c.model = 'mobilenet_v1_tiny'
+  c.dataset = 'digits'
+  c.eval_split = 'test'
+  c.num_classes = 10
+  c.digits_image_size = 24
+  c.resolutions = (24, 16)
+  c.width_lower, c.width_upper, c.eval_width_step = 0.25, 1.0, 0.75   # widths 0.25, 1.0
+  c.flip = False
+  c.shuffle_buffer = 256
+  c.calib_images, c.calib_batch_size = 64, 32
+  c.eval_batch_size = 100
+  c.latency_batch_sizes, c.latency_repeats = (1,), 2
+  c.compilation_cache_dir = 'none'
+  c.update(overrides)
+  return c
+
+
+def write_checkpoint(workdir, config, params, step=0):
+  manager = checkpointing.create_manager(str(workdir), async_save=False)
+  checkpointing.save(manager, step, {'params': params}, checkpointing.run_metadata(config),
+                     force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def test_calibrated_stats_change_eval_and_missing_stats_fail():
+  model, params, batches = tc.tiny_setup()
+  mesh = jax.make_mesh((1,), ('data',))
+  x = batches[0][calibration.image_key(tc.RES)]
+  calibrated = calibration.calibrate_bn(model, params, tc.WIDTH, tc.RES, batches, mesh)
+  first = calibration.calibrate_bn(model, params, tc.WIDTH, tc.RES, batches[2:], mesh)
+  default = jax.tree.map(lambda a: a, calibrated)
+  for bn in jax.tree_util.tree_leaves(default, is_leaf=lambda n: 'mean' in n):
+    bn['mean'], bn['var'] = np.zeros_like(bn['mean']), np.ones_like(bn['var'])
+  run = lambda s: np.asarray(evaluate.infer_fn(model, tc.WIDTH)(
+      {'params': params, 'batch_stats': s}, x))
+  y_cal, y_first, y_default = run(calibrated), run(first), run(default)
+  assert np.all(np.isfinite(y_cal))
+  assert not np.allclose(y_cal, y_first, rtol=1e-3)
+  assert not np.allclose(y_cal, y_default, rtol=1e-3)
+  with pytest.raises(models.MissingStatisticsError):
+    model.apply({'params': params}, x, width=tc.WIDTH, train=False)
+  with pytest.raises(models.MissingStatisticsError, match='another width'):
+    model.apply({'params': params, 'batch_stats': calibrated}, x, width=1.0, train=False)
+
+
+def test_evaluate_grid_end_to_end(tmp_path, monkeypatch):
+  config = tiny_config()
+  model = train.create_model(config)
+  write_checkpoint(tmp_path, config, train.init_params(model, config), step=3)
+  rows = evaluate.evaluate_grid(config, str(tmp_path))
+  assert [(r['width'], r['resolution']) for r in rows] == [
+      (1.0, 24), (0.25, 24), (1.0, 16), (0.25, 16)]
+  with open(tmp_path / 'query_table.csv') as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 4
+  for col in ('width', 'resolution', 'mmacs', 'params', 'top1', 'top5', 'latency_ms',
+              'throughput_img_s'):
+    assert col in table[0]
+  for r in rows:
+    assert 0 <= r['top1'] <= r['top5'] <= 1 and r['eval_images'] == 300
+    assert r['latency_ms'] > 0 and r['step'] == 3
+  assert rows[0]['mmacs'] > rows[1]['mmacs'] and rows[0]['mmacs'] > rows[2]['mmacs']
+  assert (tmp_path / 'query_table.md').read_text().count('\n| ') == 5
+  assert (tmp_path / 'accuracy_vs_mflops.png').stat().st_size > 10_000
+  assert len(os.listdir(tmp_path / 'bn_stats')) == 4
+  # Evaluating again reuses the cached statistics: no calibration at all.
+  monkeypatch.setattr(calibration, 'calibrate_bn', lambda *a, **k: pytest.fail('recalibrated'))
+  again = evaluate.evaluate_grid(config, str(tmp_path), widths=(1.0,), resolutions=(16,))
+  assert again[0]['top1'] == rows[2]['top1']
+
+
+def test_converted_torch_checkpoint_evaluates(tmp_path):
+  torch = pytest.importorskip('torch')
+  from mutualnet_jax import convert_torch, torch_models
+  torch.manual_seed(0)
+  net = torch_models.randomize_bn(torch_models.create('mobilenet_v1', num_classes=10))
+  variables = convert_torch.convert(torch_models.published_state_dict(net), 'mobilenet_v1')
+  convert_torch.save_converted(str(tmp_path), variables['params'], {
+      'model': 'mobilenet_v1', 'num_classes': 10, 'max_width': 1.0, 'source': 'torch'})
+  config = tiny_config(model='mobilenet_v1', digits_image_size=32, resolutions=(32,),
+                       calib_images=32, latency_batch_sizes=(1,))
+  rows = evaluate.evaluate_grid(config, str(tmp_path), widths=(0.25,))
+  assert len(rows) == 1 and rows[0]['step'] == 0 and rows[0]['eval_images'] == 300
+  assert 0 <= rows[0]['top1'] <= 1
+  assert rows[0]['mmacs'] == pytest.approx(
+      __import__('mutualnet_jax.flops', fromlist=['x']).count(
+          models.create('mobilenet_v1', num_classes=10), 0.25, 32)[0] / 1e6)
+
+
+def _table(path):
+  rows = [dict(width=1.0, resolution=224, mmacs=569.0, params=4.2e6, top1=0.72, top5=0.9,
+               latency_ms=9.0),
+          dict(width=0.75, resolution=224, mmacs=325.0, params=2.6e6, top1=0.70, top5=0.89,
+               latency_ms=6.0),
+          dict(width=1.0, resolution=128, mmacs=186.0, params=4.2e6, top1=0.66, top5=0.86,
+               latency_ms=3.5),
+          dict(width=0.75, resolution=160, mmacs=166.0, params=2.6e6, top1=0.67, top5=0.87,
+               latency_ms=4.0),
+          dict(width=0.5, resolution=128, mmacs=49.0, params=1.3e6, top1=0.55, top5=0.78,
+               latency_ms=1.5)]
+  query_table.write_csv(rows, str(path))
+  return rows
+
+
+def test_select_picks_the_best_row_within_budget(tmp_path, capsys):
+  path = tmp_path / 'query_table.csv'
+  _table(path)
+  rows = query_table.read_csv(str(path))
+  best = query_table.best_within(rows, max_mflops=200)
+  assert (best['width'], best['resolution']) == (0.75, 160)   # beats the cheaper-looking w1.0
+  assert query_table.best_within(rows, max_latency_ms=3.9)['resolution'] == 128
+  assert query_table.best_within(rows, max_mflops=200, max_latency_ms=3.9)['top1'] == 0.66
+  assert [r['mmacs'] for r in query_table.envelope(rows)] == [49.0, 166.0, 325.0, 569.0]
+  assert select.main(['--table', str(path), '--max-mflops', '150']) == 0
+  assert 'width 0.5' in capsys.readouterr().out
+  assert select.main(['--table', str(path), '--max-mflops', '10']) == 1
+  assert 'no configuration' in capsys.readouterr().err.lower()
+
+
+def test_select_cli_exit_status(tmp_path):
+  path = tmp_path / 'query_table.csv'
+  _table(path)
+  run = lambda *a: subprocess.run([sys.executable, '-m', 'mutualnet_jax.select', '--table',
+                                   str(path), *a], capture_output=True, text=True, timeout=60)
+  ok = run('--max-mflops', '400')
+  assert ok.returncode == 0 and 'width 0.75' in ok.stdout and 'resolution 224' in ok.stdout
+  none = run('--max-mflops', '20')
+  assert none.returncode == 1 and 'no configuration' in none.stderr.lower()
