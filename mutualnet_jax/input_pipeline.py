@@ -24,9 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from mutualnet_jax import preprocess
-from mutualnet_jax.data_sources import DataConfigError, open_source, validate_data_config  # pylint: disable=unused-import
+from mutualnet_jax.data_sources import (  # pylint: disable=unused-import
+    DataConfigError, open_source, validate_data_config)
 
-tf.config.set_visible_devices([], 'GPU')  # the accelerators belong to JAX
+try:
+  tf.config.set_visible_devices([], 'GPU')  # the accelerators belong to JAX
+except RuntimeError:  # TF already initialized its devices elsewhere
+  pass
 
 image_key = preprocess.image_key
 AUTOTUNE = tf.data.AUTOTUNE
@@ -115,19 +119,20 @@ def _decode_batches(ds, row_fn, batch_size, row_spec):
 
 
 def _train_row_fn(config, stream_seed):
-  """Cropped, flipped top-resolution image and jitter factors, seeded by stream position."""
+  """Top-resolution crop, flip flag and jitter factors of an example, seeded by its position."""
   size = config.resolutions[0]
   crop_scale, flip = tuple(config.crop_scale), bool(config.flip)
   jitter = float(config.color_jitter)
 
   def row_fn(ex):
     rng = tf.stack([tf.constant(stream_seed, tf.int64), ex['index']])
-    seeds = tf.random.experimental.stateless_split(rng, 2)
-    image = preprocess.train_image(ex['image'], seeds[0], size, crop_scale=crop_scale,
-                                   flip=flip)
-    return {'image': image, 'jitter': preprocess.jitter_factors(seeds[1], jitter)}
+    seeds = tf.random.experimental.stateless_split(rng, 3)
+    return {'image': preprocess.train_image(ex['image'], seeds[0], size, crop_scale),
+            'flip': tf.random.stateless_uniform([], seeds[1]) < (0.5 if flip else 0.0),
+            'jitter': preprocess.jitter_factors(seeds[2], jitter)}
 
   spec = {'image': tf.TensorSpec([size, size, 3], tf.float32),
+          'flip': tf.TensorSpec([], tf.bool),
           'jitter': tf.TensorSpec([3], tf.float32)}
   return row_fn, spec
 
@@ -157,13 +162,9 @@ def _train_batches(ds, config, stream_seed, batch_size, with_mask=False):
   jitter = float(config.color_jitter) > 0
 
   def post(batch):
-    batch = _replace_invalid(
-        {'image': batch['image'], 'jitter': batch['jitter'], 'label': batch['label'],
-         'valid': batch['valid']})
-    if jitter:
-      images = preprocess.jitter_and_normalize(batch['image'], batch['jitter'])
-    else:
-      images = preprocess.normalize_batch(batch['image'])
+    keys = ('image', 'flip', 'jitter', 'label', 'valid')
+    batch = _replace_invalid({k: batch[k] for k in keys})
+    images = preprocess.augment_batch_xla(batch['image'], batch['flip'], batch['jitter'], jitter)
     out = preprocess.multi_resolution(images, resolutions)
     out['label'] = batch['label']
     if with_mask:

@@ -94,29 +94,28 @@ def normalize(image):
   return (image - tf.constant(MEAN_RGB)) / tf.constant(STDDEV_RGB)
 
 
-@tf.function(jit_compile=True)
-def jitter_and_normalize(images, factors):
-  """color_jitter then normalize, XLA-fused: ~6x faster than ~15 separate TF passes."""
-  return normalize(color_jitter(images, factors))
+def augment_batch(images, flips, factors, jitter=True):
+  """Pixels in [0, 255] [B, H, W, 3] -> flipped where flips, color-jittered, normalized.
 
-
-@tf.function(jit_compile=True)
-def normalize_batch(images):
-  return normalize(images)
-
-
-def train_image(data, seed, size, *, crop_scale=(0.25, 1.0), flip=True):
-  """Encoded image -> float32 [size, size, 3] in [0, 1]: random resized crop, flip.
-
-  Color jitter and normalization follow on the batch (color_jitter, normalize).
+  XLA fuses the ~20 elementwise passes into about one: ~6x faster than separate TF ops.
   """
-  seeds = tf.random.experimental.stateless_split(seed, 2)
-  image = decode_and_crop(data, lambda shape: sample_crop_window(shape, seeds[0], crop_scale))
+  x = images * (1.0 / 255.0)
+  x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
+  if jitter:
+    x = color_jitter(x, factors)
+  return normalize(x)
+
+
+augment_batch_xla = tf.function(augment_batch, jit_compile=True)
+
+
+def train_image(data, seed, size, crop_scale=(0.25, 1.0)):
+  """Encoded image -> float32 [size, size, 3] in [0, 255]: random resized crop.
+
+  Flip, color jitter and normalization follow on the batch (augment_batch).
+  """
+  image = decode_and_crop(data, lambda shape: sample_crop_window(shape, seed, crop_scale))
   image = tf.image.resize(image, (size, size), method='bilinear')
-  if flip:
-    do_flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
-    image = tf.cond(do_flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-  image = tf.clip_by_value(image * (1.0 / 255.0), 0.0, 1.0)
   image.set_shape([size, size, 3])
   return image
 
