@@ -1,0 +1,225 @@
+"""PyTorch slimmable MobileNet v1/v2 in the published checkpoint layout (optional, needs torch).
+
+Written from the reference facts (README of the reference) for two uses: producing
+published-format state_dicts to test the converter against, and timing a PyTorch training step
+as a baseline. ``forward(x, width)`` slices the max-width weights to their leading channels and
+calls ``F.conv2d`` / ``F.batch_norm`` directly, so one module serves every width cheaply.
+
+Batch norm always normalises with the batch statistics (training mode, eps 1e-5), as the
+project's Flax models do in training; the per-width ``bn.<i>`` modules exist only so that
+``state_dict()`` has the reference's private running statistics (one set per entry of
+``width_list``), which a converter must drop.
+"""
+
+import collections
+from typing import Dict, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_EPS = 1e-5
+V1_BLOCKS = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))
+V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+             (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+  """Reference channel rule: multiple of 8, never below 90% of ``v``, at least 1."""
+  new_v = max(1, int(v + divisor / 2) // divisor * divisor)
+  if new_v < 0.9 * v:
+    new_v += divisor
+  return new_v
+
+
+def channels(base: int, width: float) -> int:
+  return make_divisible(base * width)
+
+
+class SlimConv2d(nn.Module):
+  """Bias-free conv allocated at max size; uses ``weight[:out, :in]`` (or ``[:c]`` depthwise)."""
+
+  def __init__(self, max_in: int, max_out: int, kernel_size: int = 3, stride: int = 1,
+               depthwise: bool = False):
+    super().__init__()
+    self.depthwise, self.stride, self.padding = depthwise, stride, kernel_size // 2
+    self.weight = nn.Parameter(
+        torch.empty(max_out, 1 if depthwise else max_in, kernel_size, kernel_size))
+    nn.init.kaiming_normal_(self.weight, mode='fan_out')
+
+  def forward(self, x: torch.Tensor, out_channels: int = None) -> torch.Tensor:
+    c_in = x.shape[1]
+    if self.depthwise:
+      return F.conv2d(x, self.weight[:c_in], None, self.stride, self.padding, groups=c_in)
+    return F.conv2d(x, self.weight[:out_channels, :c_in], None, self.stride, self.padding)
+
+
+class SlimBatchNorm2d(nn.Module):
+  """Shared sliced scale/bias; ``bn.<i>`` hold per-width running statistics (never used)."""
+
+  def __init__(self, max_channels: int, width_channels: Sequence[int]):
+    super().__init__()
+    self.weight = nn.Parameter(torch.ones(max_channels))
+    self.bias = nn.Parameter(torch.zeros(max_channels))
+    self.bn = nn.ModuleList(nn.BatchNorm2d(c, affine=False) for c in width_channels)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    c = x.shape[1]
+    return F.batch_norm(x, None, None, self.weight[:c], self.bias[:c], True, 0.0, BN_EPS)
+
+
+class BatchStatBatchNorm2d(nn.BatchNorm2d):
+  """Plain BN (v2's head) that, like the others, always normalises with batch statistics."""
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, BN_EPS)
+
+
+class SlimLinear(nn.Module):
+  """Classifier: input slimmed, classes never."""
+
+  def __init__(self, max_in: int, num_classes: int):
+    super().__init__()
+    self.weight = nn.Parameter(torch.empty(num_classes, max_in).normal_(0, 0.01))
+    self.bias = nn.Parameter(torch.zeros(num_classes))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, self.weight[:, :x.shape[1]], self.bias)
+
+
+def _conv_bn(max_in, max_out, width_channels, **kw):
+  return [SlimConv2d(max_in, max_out, **kw), SlimBatchNorm2d(max_out, width_channels),
+          nn.ReLU6(inplace=True)]
+
+
+class DepthwiseSeparable(nn.Module):
+  """MobileNet v1 block; ``body`` indices 0/1 (depthwise, BN) and 3/4 (pointwise, BN)."""
+
+  def __init__(self, base_in, base_out, stride, max_width, width_list):
+    super().__init__()
+    self.base_out = base_out
+    cin, cout = channels(base_in, max_width), channels(base_out, max_width)
+    self.body = nn.Sequential(
+        *_conv_bn(cin, cin, [channels(base_in, w) for w in width_list], stride=stride,
+                  depthwise=True),
+        *_conv_bn(cin, cout, [channels(base_out, w) for w in width_list], kernel_size=1))
+
+  def forward(self, x, width):
+    b = self.body
+    x = F.relu6(b[1](b[0](x)))
+    return F.relu6(b[4](b[3](x, channels(self.base_out, width))))
+
+
+class InvertedResidual(nn.Module):
+  """MobileNet v2 block; hidden = t * make_divisible(inp * w)."""
+
+  def __init__(self, base_in, base_out, t, stride, max_width, width_list):
+    super().__init__()
+    self.base_in, self.base_out, self.t = base_in, base_out, t
+    self.residual = stride == 1 and base_in == base_out
+    hid = lambda w: t * make_divisible(base_in * w)
+    cin, hmax, cout = channels(base_in, max_width), hid(max_width), channels(base_out, max_width)
+    layers = []
+    if t != 1:
+      layers += _conv_bn(cin, hmax, [hid(w) for w in width_list], kernel_size=1)
+    layers += _conv_bn(hmax, hmax, [hid(w) for w in width_list], stride=stride, depthwise=True)
+    layers += _conv_bn(hmax, cout, [channels(base_out, w) for w in width_list],
+                       kernel_size=1)[:2]   # project: no activation
+    self.body = nn.Sequential(*layers)
+
+  def forward(self, x, width):
+    b, y = self.body, x
+    if self.t != 1:
+      y = F.relu6(b[1](b[0](y, self.t * make_divisible(self.base_in * width))))
+      b = b[3:]
+    y = F.relu6(b[1](b[0](y)))
+    y = b[4](b[3](y, channels(self.base_out, width)))
+    return x + y if self.residual else y
+
+
+class _Slimmable(nn.Module):
+  min_width: float
+
+  def _check(self, width):
+    if not self.min_width - 1e-9 <= width <= self.max_width + 1e-9:
+      raise ValueError(f'width {width} outside [{self.min_width}, {self.max_width}]')
+
+
+class MobileNetV1(_Slimmable):
+  """``features.0`` stem, ``features.1..13`` blocks, ``classifier.0`` linear."""
+
+  def __init__(self, num_classes=1000, max_width=1.0, min_width=0.25, width_list=(0.25, 1.0)):
+    super().__init__()
+    self.max_width, self.min_width = max_width, min_width
+    stem = nn.Sequential(*_conv_bn(3, channels(32, max_width),
+                                   [channels(32, w) for w in width_list], stride=2))
+    feats, base_in = [stem], 32
+    for c, n, s in V1_BLOCKS:
+      for i in range(n):
+        feats.append(DepthwiseSeparable(base_in, c, s if i == 0 else 1, max_width, width_list))
+        base_in = c
+    self.features = nn.Sequential(*feats)
+    self.classifier = nn.Sequential(SlimLinear(channels(base_in, max_width), num_classes))
+
+  def forward(self, x, width=1.0):
+    self._check(width)
+    stem = self.features[0]
+    x = F.relu6(stem[1](stem[0](x, channels(32, width))))
+    for block in self.features[1:]:
+      x = block(x, width)
+    return self.classifier[0](x.mean((2, 3)))
+
+
+class MobileNetV2(_Slimmable):
+  """``features.0`` stem, ``1..17`` blocks, ``18`` head (plain BN), ``classifier.0``."""
+
+  def __init__(self, num_classes=1000, max_width=1.0, min_width=0.7,
+               width_list=(0.7, 0.9, 1.0)):
+    super().__init__()
+    self.max_width, self.min_width = max_width, min_width
+    stem = nn.Sequential(*_conv_bn(3, channels(32, max_width),
+                                   [channels(32, w) for w in width_list], stride=2))
+    feats, base_in = [stem], 32
+    for t, c, n, s in V2_BLOCKS:
+      for i in range(n):
+        feats.append(InvertedResidual(base_in, c, t, s if i == 0 else 1, max_width, width_list))
+        base_in = c
+    feats.append(nn.Sequential(SlimConv2d(channels(base_in, max_width), 1280, kernel_size=1),
+                               BatchStatBatchNorm2d(1280), nn.ReLU6(inplace=True)))
+    self.features = nn.Sequential(*feats)
+    self.classifier = nn.Sequential(SlimLinear(1280, num_classes))
+
+  def forward(self, x, width=1.0):
+    self._check(width)
+    stem = self.features[0]
+    x = F.relu6(stem[1](stem[0](x, channels(32, width))))
+    for block in self.features[1:-1]:
+      x = block(x, width)
+    head = self.features[-1]
+    x = F.relu6(head[1](head[0](x, 1280)))
+    return self.classifier[0](x.mean((2, 3)))
+
+
+REGISTRY = {'mobilenet_v1': MobileNetV1, 'mobilenet_v2': MobileNetV2}
+
+
+def create(name: str, **kwargs) -> nn.Module:
+  if name not in REGISTRY:
+    raise ValueError(f'unknown torch model {name!r}; known: {", ".join(sorted(REGISTRY))}')
+  return REGISTRY[name](**kwargs)
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+  """Non-trivial BN scale/bias (the defaults 1/0 would hide a scale/bias mix-up in tests)."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, (SlimBatchNorm2d, BatchStatBatchNorm2d)):
+        m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+        m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+  return model
+
+
+def published_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+  """``model.state_dict()`` as ``torch.nn.DataParallel`` saves it (``module.`` prefix)."""
+  return collections.OrderedDict(('module.' + k, v) for k, v in model.state_dict().items())
