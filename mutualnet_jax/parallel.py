@@ -45,7 +45,7 @@ def enable_compilation_cache(cache_dir: str) -> None:
   """Persistent XLA compilation cache, so a restarted run skips recompiling its subnets."""
   if cache_dir == 'none':
     return
-  cache_dir = cache_dir or os.path.join(
+  cache_dir = cache_dir or os.environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join(
       os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')), 'mutualnet_jax',
       'jax_cache')
   jax.config.update('jax_compilation_cache_dir', cache_dir)

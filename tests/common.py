@@ -1,0 +1,63 @@
+"""Small configurations and helpers shared by the tests."""
+
+import json
+import os
+import subprocess
+import sys
+
+from mutualnet_jax import default_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  """The tiny slimmable MobileNet on the bundled digits: 6 kernels in all (4 students)."""
+  c = default_config.get_config()
+  c.model = 'mobilenet_v1_tiny'
+  c.dataset = 'digits'
+  c.eval_split = 'test'
+  c.num_classes = 10
+  c.digits_image_size = 16
+  c.resolutions = (16, 8)
+  c.width_lower, c.width_upper, c.width_step = 0.5, 1.0, 0.5
+  c.eval_width_step = 0.5
+  c.global_batch_size = 32
+  c.base_lr = 0.1 * 1024 / 32
+  c.num_train_steps = 6
+  c.flip = False
+  c.shuffle_buffer = 256
+  c.log_every_steps = 2
+  c.checkpoint_every_steps = 3
+  c.precompile_grid = False
+  c.compilation_cache_dir = ''   # the session-wide cache from conftest's environment
+  c.calib_images = 64
+  c.calib_batch_size = 32
+  c.eval_batch_size = 100
+  c.latency_batch_sizes = (1, 32)
+  c.latency_repeats = 2
+  for k, v in overrides.items():
+    setattr(c, k, v)
+  return c
+
+
+def run_python(code: str, devices: int = 1, env=None, timeout: int = 600, check=True):
+  """Run ``code`` in a fresh interpreter with ``devices`` CPU devices; returns the process."""
+  e = dict(os.environ)
+  e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  e['PYTHONPATH'] = os.pathsep.join([os.path.join(REPO, 'tests'), e.get('PYTHONPATH', '')])
+  e.update(env or {})
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=e, capture_output=True,
+                        text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'subprocess failed ({proc.returncode}):\n{proc.stderr[-6000:]}')
+  return proc
+
+
+def last_json(stdout: str):
+  """The last line of ``stdout`` that parses as JSON (subprocesses print their results so)."""
+  for line in reversed(stdout.strip().splitlines()):
+    try:
+      return json.loads(line)
+    except ValueError:
+      continue
+  raise AssertionError(f'no JSON result in output:\n{stdout[-3000:]}')

@@ -1,0 +1,15 @@
+"""Test-wide settings: CPU only, quiet TensorFlow, one compilation cache for the whole session.
+
+Compiling is the slowest part of these tests on a 2-core machine; subprocesses inherit the
+cache directory through the environment, so each subnet kernel compiles once per session.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'mutualnet_jax_test_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')

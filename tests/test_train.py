@@ -1,0 +1,197 @@
+"""The MutualNet step and trainer (issue 3): sandwich x resolution, one all-reduce, exact resume."""
+
+import functools
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import common
+from mutualnet_jax import models, optim, sandwich, train_step
+
+STEP_ON_8_DEVICES = r'''
+import json, re
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import common
+from mutualnet_jax import data_sources, input_pipeline, optim, parallel, sandwich, train, train_step
+c = common.tiny_config(num_train_steps=8)
+mesh = parallel.create_mesh()
+model = train.create_model(c)
+params = train.init_params(model, c)
+opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
+state = jax.device_put(train_step.create_train_state(params, opt), NamedSharding(mesh, P()))
+kernels = train_step.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
+                                 c.global_batch_size, c.num_classes)
+batch = next(input_pipeline.device_batches(input_pipeline.create_train_dataset(c), mesh))
+drawn, losses, per_step = set(), [], []
+for step in range(c.num_train_steps):
+  subnets = sandwich.draw_subnets(c, step)
+  drawn.update(kernels.key(s) for s in subnets)
+  state, m = train_step.run_step(kernels, state, batch, subnets, input_pipeline.image_key)
+  losses.append(float(m['losses'][0]))
+  count = lambda exe: len(re.findall(r'all-reduce(-start)?\(', exe.as_text()))
+  per_step.append(sum(count(kernels.get(s)) for s in subnets) + count(kernels.update(len(subnets))))
+print(json.dumps({'devices': jax.device_count(), 'losses': losses, 'all_reduce_per_step': per_step,
+                  'compiled': sorted(map(list, kernels.compiled)), 'drawn': sorted(map(list, drawn))}))
+'''
+
+
+def test_step_on_8_devices_one_allreduce_loss_down_kernels_match_draws():
+  out = common.last_json(common.run_python(STEP_ON_8_DEVICES, devices=8).stdout)
+  assert out['devices'] == 8
+  # The same global batch every step: the teacher's cross-entropy must fall.
+  assert out['losses'][-1] < out['losses'][0] - 0.05, out['losses']
+  # Exactly one cross-device gradient mean per step, read from the compiled HLO.
+  assert out['all_reduce_per_step'] == [1] * 8
+  # One compiled kernel per drawn (width, resolution) pair, and no others.
+  assert out['compiled'] == out['drawn']
+  assert len(out['drawn']) > 2
+
+
+SAMPLER = r'''
+import json, common
+from mutualnet_jax import sandwich
+c = common.tiny_config(seed=7, width_lower=0.25, width_step=0.05, resolutions=(224, 192, 160, 128))
+print(json.dumps([[[s.width, s.resolution, s.teacher] for s in sandwich.draw_subnets(c, t)]
+                  for t in range(200)]))
+'''
+
+
+def test_two_hosts_draw_the_same_subnets_without_communicating():
+  other_host = common.last_json(common.run_python(SAMPLER).stdout)
+  c = common.tiny_config(seed=7, width_lower=0.25, width_step=0.05,
+                         resolutions=(224, 192, 160, 128))
+  here = [[[s.width, s.resolution, s.teacher] for s in sandwich.draw_subnets(c, t)]
+          for t in range(200)]
+  assert here == other_host
+  # The sandwich: teacher at (1.0, 224), the smallest width always, students widest first.
+  grid = sandwich.width_grid(0.25, 1.0, 0.05)
+  for draw in here:
+    assert draw[0] == [1.0, 224, True]
+    widths = [w for w, _, _ in draw[1:]]
+    assert widths == sorted(widths, reverse=True) and widths[-1] == 0.25
+    assert all(w in grid for w in widths)
+  resolutions = {r for draw in here for _, r, _ in draw[1:]}
+  assert resolutions == {224, 192, 160, 128}
+  # Another seed gives another sequence.
+  c.seed = 8
+  assert [[[s.width, s.resolution, s.teacher] for s in sandwich.draw_subnets(c, t)]
+          for t in range(200)] != here
+
+
+def test_modes_usnet_and_independent():
+  c = common.tiny_config(mode='usnet', width_step=0.1)
+  for t in range(20):
+    assert {s.resolution for s in sandwich.draw_subnets(c, t)} == {16}
+  c = common.tiny_config(mode='independent', independent_width=0.5, independent_resolution=8)
+  assert sandwich.draw_subnets(c, 3) == [sandwich.Subnet(0.5, 8, True)]
+
+
+def test_width_grid():
+  assert sandwich.width_grid(0.25, 1.0, 0.25) == (0.25, 0.5, 0.75, 1.0)
+  assert len(sandwich.width_grid(0.25, 1.0, 0.05)) == 16
+  assert sandwich.width_grid(0.7, 1.0, 0.2) == (0.7, 0.9, 1.0)
+  with pytest.raises(ValueError):
+    sandwich.width_grid(1.0, 0.5, 0.1)
+
+
+def test_step_gradient_is_the_sum_of_the_four_losses_gradients():
+  """Eq. 4: the accumulated gradient equals the gradient of CE + sum of KL terms."""
+  c = common.tiny_config()
+  model = models.create(c.model, num_classes=10, max_width=1.0, min_width=0.5)
+  x = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
+  y = jnp.arange(8) % 10
+  params = model.init(jax.random.key(0), x, width=1.0, train=True)['params']
+  subnets = [sandwich.Subnet(1.0, 16, True), sandwich.Subnet(1.0, 8), sandwich.Subnet(0.5, 16),
+             sandwich.Subnet(0.5, 8)]
+  images = {16: x, 8: jax.image.resize(x, (8, 8, 8, 3), 'bilinear')}
+
+  def total_loss(p):
+    apply = lambda s: model.apply({'params': p}, images[s.resolution], width=s.width, train=True)
+    teacher_logits = apply(subnets[0])
+    probs = jax.lax.stop_gradient(jax.nn.softmax(teacher_logits))
+    loss = train_step.cross_entropy(teacher_logits, y)
+    for s in subnets[1:]:
+      loss += train_step.distillation_kl(apply(s), probs)
+    return loss
+
+  @jax.jit
+  def accumulated(p):
+    grads, probs, _, _ = train_step.teacher_step(p, images[16], y, model=model, width=1.0)
+    for s in subnets[1:]:
+      grads, _, _ = train_step.student_step(p, grads, images[s.resolution], probs,
+                                            model=model, width=s.width)
+    return grads
+
+  expected = jax.jit(jax.grad(total_loss))(params)
+  grads = accumulated(params)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_distillation_kl_matches_definition():
+  s = jnp.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+  t = jax.nn.softmax(jnp.array([[0.3, 0.1, 2.0], [1.0, 1.0, 1.0]]))
+  expected = np.sum(np.asarray(t) * (np.log(t) - np.asarray(jax.nn.log_softmax(s)))) / 2
+  np.testing.assert_allclose(train_step.distillation_kl(s, t), expected, rtol=1e-6)
+
+
+def test_optimizer_matches_reference_sgd():
+  """Nesterov SGD with coupled weight decay on conv/dense kernels only, cosine to zero."""
+  c = common.tiny_config(global_batch_size=1024, base_lr=0.5, weight_decay=0.1)
+  schedule = optim.learning_rate_schedule(c, total_steps=10, steps_per_epoch=5)
+  assert float(schedule(0)) == pytest.approx(0.5) and float(schedule(10)) == pytest.approx(0.0)
+  assert float(schedule(5)) == pytest.approx(0.25)
+  opt = optim.create_optimizer(c, schedule)
+  params = {'conv': {'kernel': jnp.ones(2)}, 'dw': {'depthwise_kernel': jnp.ones(2)},
+            'bn': {'scale': jnp.ones(2), 'bias': jnp.ones(2)}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  updates, _ = opt.update(grads, opt.init(params), params)
+  # First Nesterov step: buf = g; update = -lr * (g + 0.9 * buf) = -lr * 1.9 g.
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.5 * 1.9 * (0.5 + 0.1), rtol=1e-6)
+  for leaf in (updates['dw']['depthwise_kernel'], updates['bn']['scale'], updates['bn']['bias']):
+    np.testing.assert_allclose(leaf, -0.5 * 1.9 * 0.5, rtol=1e-6)
+
+
+RESUME = r'''
+import json, os, signal, sys
+import jax, numpy as np
+import common
+from mutualnet_jax import input_pipeline, train
+workdir, sigterm_at = sys.argv[1], int(sys.argv[2])
+c = common.tiny_config(num_train_steps=6)
+if sigterm_at >= 0:
+  real = input_pipeline.device_batches
+  def interrupted(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == sigterm_at:
+        os.kill(os.getpid(), signal.SIGTERM)   # what a TPU preemption sends
+      yield batch
+  train.input_pipeline.device_batches = interrupted
+state = train.train_and_evaluate(c, workdir)
+leaves = jax.tree.leaves(jax.device_get(state.params))
+print(json.dumps({'step': int(state.step), 'checksum': [float(np.sum(np.abs(l))) for l in leaves],
+                  'first': np.asarray(leaves[0]).ravel()[:8].tolist()}))
+'''
+
+
+def _resume_run(workdir, sigterm_at):
+  code = 'import sys; sys.argv = ["x", %r, "%d"]\n' % (str(workdir), sigterm_at) + RESUME
+  return common.last_json(common.run_python(code, devices=2).stdout)
+
+
+def test_sigterm_saves_and_resume_matches_uninterrupted_run(tmp_path):
+  uninterrupted = _resume_run(tmp_path / 'a', -1)
+  assert uninterrupted['step'] == 6
+  stopped = _resume_run(tmp_path / 'b', 3)
+  assert stopped['step'] == 4, 'SIGTERM during step 3 saves after that step and exits'
+  assert sorted(os.listdir(tmp_path / 'b' / 'checkpoints'))[-1] == '4'
+  resumed = _resume_run(tmp_path / 'b', -1)
+  assert resumed['step'] == 6
+  assert resumed['first'] == uninterrupted['first']
+  assert resumed['checksum'] == uninterrupted['checksum']
