@@ -145,7 +145,8 @@ def test_other_architecture_and_class_count_refused():
   with pytest.raises(convert_torch.ConversionError) as e:
     convert_torch.convert(_state_dict('mobilenet_v2'), 'mobilenet_v1')
   msg = str(e.value)
-  assert 'does not fit mobilenet_v1' in msg and 'unexpected key module.features.2.body.6.weight' in msg
+  assert 'does not fit mobilenet_v1' in msg
+  assert 'unexpected key module.features.2.body.6.weight' in msg
   assert len(msg.splitlines()) < 40   # a summary, not hundreds of lines
   with pytest.raises(convert_torch.ConversionError,
                      match=r'classifier\.0\.weight: checkpoint shape \(1000, 1024\).*'
