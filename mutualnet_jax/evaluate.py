@@ -204,6 +204,6 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
                                   f'(step {step})')
     best = query_table.envelope(rows)
     logging.info('Wrote %s. Best per budget: %s', ', '.join(paths.values()),
-                 '; '.join(f"{r['mmacs']:.1f} MFLOPs -> w{r['width']:g}@{r['resolution']} "
+                 '; '.join(f"{r['mmacs']:.4g} MFLOPs -> w{r['width']:g}@{r['resolution']} "
                            f"{100 * r['top1']:.2f}%" for r in best))
   return rows
