@@ -9,6 +9,7 @@ Restoring walks back from the newest step when one cannot be read (truncated or 
 """
 
 import os
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -39,8 +40,22 @@ def create_manager(workdir: str, keep: int = 3, async_save: bool = True,
       create=not read_only, read_only=read_only,
       enable_async_checkpointing=async_save,
       preservation_policy=checkpoint_managers.LatestN(keep) if not read_only else None)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=('state', 'meta'))
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'meta': ocp.JsonCheckpointHandler()})
+
+
+def abstract_state_on_this_host(manager: ocp.CheckpointManager, step: int):
+  """The saved tree's shapes and dtypes, placed on this process's first device.
+
+  Restoring without a target fails when the checkpoint was written on another topology (say
+  a 2-host run evaluated on one host); shapes from the checkpoint's metadata fix that.
+  """
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  metadata = manager.item_metadata(step)['state']
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                      metadata)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, meta: Dict[str, Any],
@@ -60,12 +75,15 @@ def check_compatible(found: Dict[str, Any], expected: Dict[str, Any], where: str
 
 
 def restore_latest(manager: ocp.CheckpointManager, target=None, expected_meta=None,
+                   set_aside_unreadable: bool = False,
                    ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
   """(step, state, meta) of the newest readable checkpoint; None if the workdir has none.
 
   ``target`` (an abstract or concrete pytree with shardings) restores onto devices; ``None``
   restores the saved tree as it is. A checkpoint that cannot be read is skipped with a warning
-  naming it; if none can be read, :class:`CheckpointError`.
+  naming it; if none can be read, :class:`CheckpointError`. ``set_aside_unreadable`` (the
+  trainer) moves the unreadable newer ones to ``checkpoints_unreadable/`` once an older one is
+  restored, kept for inspection, so the continued run can save those steps again.
   """
   steps = sorted(manager.all_steps(read=True), reverse=True)
   if not steps:
@@ -83,16 +101,32 @@ def restore_latest(manager: ocp.CheckpointManager, target=None, expected_meta=No
                       manager.directory, step)
       continue
     try:
-      restore_args = (ocp.args.StandardRestore(target) if target is not None
-                      else ocp.args.StandardRestore())
+      restore_args = ocp.args.StandardRestore(
+          target if target is not None else abstract_state_on_this_host(manager, step))
       state = manager.restore(step, args=ocp.args.Composite(state=restore_args))['state']
-      return step, state, meta
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f'step {step}: {type(e).__name__}: {str(e)[:300]}')
       logging.warning('Checkpoint %s/%d cannot be restored (%s); falling back to the previous '
                       'one.', manager.directory, step, type(e).__name__)
+      continue
+    if set_aside_unreadable and step != steps[0]:
+      _set_aside(manager, [s for s in steps if s > step])
+    return step, state, meta
   raise CheckpointError(f'no checkpoint in {manager.directory} can be restored:\n  ' +
                         '\n  '.join(errors))
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
+  """Move unreadable steps out of the way: orbax refuses to save a step that exists."""
+  if jax.process_index() == 0:
+    root = os.path.join(os.path.dirname(str(manager.directory).rstrip('/')),
+                        'checkpoints_unreadable')
+    os.makedirs(root, exist_ok=True)
+    for s in steps:
+      dst = os.path.join(root, f'{s}-{int(time.time())}')
+      os.rename(os.path.join(str(manager.directory), str(s)), dst)
+      logging.warning('Moved unreadable checkpoint %s/%d to %s.', manager.directory, s, dst)
+  manager.reload()
 
 
 def restore_params(workdir_or_dir: str) -> Tuple[Any, Dict[str, Any], int]:

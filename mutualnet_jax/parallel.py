@@ -51,3 +51,15 @@ def enable_compilation_cache(cache_dir: str) -> None:
   jax.config.update('jax_compilation_cache_dir', cache_dir)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 3600) -> None:
+  """A barrier through the coordination service (not a device collective).
+
+  Used after a host compiles a new kernel: on CPU, gloo gives up on a collective whose peers
+  arrive more than 30 s apart, and compile times differ between hosts.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)

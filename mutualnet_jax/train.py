@@ -131,14 +131,17 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
     params = load_pretrained(params, config)
   schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
   optimizer = optim.create_optimizer(config, schedule)
-  state = jax.device_put(train_step.create_train_state(params, optimizer), replicated)
+  # From host memory: on several processes each supplies its (identical) copy.
+  state = jax.device_put(jax.device_get(train_step.create_train_state(params, optimizer)),
+                         replicated)
   if is_chief:
     parameter_overview.log_parameter_overview(params)
 
   # --- Checkpoints: resume from the newest readable one.
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   meta = checkpointing.run_metadata(config)
-  restored = checkpointing.restore_latest(manager, target=state, expected_meta=meta)
+  restored = checkpointing.restore_latest(manager, target=state, expected_meta=meta,
+                                          set_aside_unreadable=True)
   if restored is not None:
     state = restored[1]
     logging.info('Resumed from step %d of %s.', restored[0], workdir)
@@ -168,7 +171,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
     for step in range(start_step, end_step):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(batches)
-        state, metrics = run(state, batch, sandwich.draw_subnets(config, step))
+        subnets = sandwich.draw_subnets(config, step)
+        if kernels.ready(subnets):   # a new kernel was compiled: let the slower hosts catch up
+          parallel.wait_for_all_processes(f'kernels_ready_{step}')
+        state, metrics = run(state, batch, subnets)
       report(step + 1)
       done = step + 1 == end_step or preemption.requested
       if (step + 1) % config.log_every_steps == 0 or done:

@@ -116,6 +116,7 @@ class StepKernels:
     self._ok = sds((self.n_dev,), jnp.bool_, shard)
     self._images = lambda r: sds((self.batch, r, r, 3), jnp.float32, shard)
     self._cache: Dict[Tuple, concurrent.futures.Future] = {}
+    self._used = set()
     self._lock = threading.Lock()
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
     self.compile_seconds: Dict[Tuple, float] = {}
@@ -195,6 +196,19 @@ class StepKernels:
     self._future(('update', num_subnets_per_step), background=True)
     for s in subnets:
       self._future(self.key(s), background=True)
+
+  def ready(self, subnets: Sequence[Subnet]) -> bool:
+    """Compile (or wait for) every kernel of a step; True if one is used for the first time.
+
+    The answer depends only on the sequence of draws, never on compile timing, so every host
+    of a pod gives the same answer at the same step.
+    """
+    keys = [self.key(s) for s in subnets] + [('update', len(subnets))]
+    first_use = any(k not in self._used for k in keys)
+    self._used.update(keys)
+    for k in keys:
+      self._future(k, background=False).result()
+    return first_use
 
   @property
   def compiled(self):
