@@ -1,0 +1,434 @@
+"""Faults and bad inputs (issue 8): hard kills, corrupt checkpoints, NaN/Inf, bad configs, pickles.
+
+Every case ends in one of two ways: training continues from the newest complete checkpoint with
+the same parameters an uninterrupted run reaches, or it stops with an error that names the cause
+(and leaves the checkpoints on disk as they were). ``FAULT_CASES`` counts them for the report.
+
+Compiling is the cost here, so the hard kills run in one subprocess that imports once and forks a
+fresh child per run (the parent has no JAX backend and a single thread when it forks); the other
+cases train in this process with the tiny config's kernels and the session compilation cache.
+"""
+
+import glob
+import json
+import logging
+import os
+import pickle
+import shutil
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import common
+from mutualnet_jax import checkpointing, config_validation, input_pipeline, sandwich, train
+from mutualnet_jax import train_step
+
+STEPS, EVERY = 10, 2   # every run here shares this schedule, so all runs are comparable
+
+# Fault and bad-input cases exercised below, by kind (the report counts these).
+FAULT_CASES = []
+
+
+def _case(name):
+  FAULT_CASES.append(name)
+
+
+KILLS = r'''
+import json, os, random, signal, sys, time, traceback
+import jax, numpy as np
+import common
+from mutualnet_jax import checkpointing, input_pipeline, train
+root, steps, every, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+real_restore, real_save = checkpointing.restore_latest, checkpointing.save
+real_batches = input_pipeline.device_batches
+
+
+def child(workdir, events, kill_after_save, kill_at_step):
+  """Train in workdir, logging events; SIGKILL itself at the requested point."""
+  log = open(events, 'a', buffering=1)
+  note = lambda **e: log.write(json.dumps(e) + '\n')
+  seen = {}
+  listing = lambda m: sorted(os.listdir(str(m.directory)))
+
+  def restore_latest(manager, *a, **k):
+    seen['manager'] = manager
+    found = real_restore(manager, *a, **k)
+    seen['start'] = 0 if found is None else int(found[0])
+    note(event='resumed', step=None if found is None else int(found[0]), listing=listing(manager))
+    return found
+
+  def save(manager, step, *a, **k):
+    note(event='save', step=step)
+    out = real_save(manager, step, *a, **k)
+    if step == kill_after_save:   # orbax returned; the background write is still in flight
+      note(event='kill', step=step, listing=listing(manager))
+      os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+  def device_batches(*a, **k):
+    for i, batch in enumerate(real_batches(*a, **k)):
+      step = seen['start'] + i
+      if step == kill_at_step:    # mid-interval, once the previous checkpoint is complete
+        seen['manager'].wait_until_finished()
+        note(event='kill', step=step, listing=listing(seen['manager']))
+        os.kill(os.getpid(), signal.SIGKILL)
+      note(event='batch', step=step)
+      yield batch
+
+  checkpointing.restore_latest, checkpointing.save = restore_latest, save
+  input_pipeline.device_batches = device_batches
+  c = common.tiny_config(num_train_steps=steps, checkpoint_every_steps=every)
+  state = train.train_and_evaluate(c, workdir)
+  leaves = [np.asarray(l) for l in jax.tree.leaves(jax.device_get(state.params))]
+  np.savez(os.path.join(workdir, 'final.npz'), *leaves)
+  note(event='done', step=int(state.step))
+
+
+def events_of(path):
+  if not os.path.exists(path):
+    return []
+  return [json.loads(l) for l in open(path) if l.endswith('\n')]
+
+
+def run(name, workdir, kill_after_save=-1, kill_at_step=-1, random_kill=None):
+  events = os.path.join(root, name + '.jsonl')
+  sys.stdout.flush(); sys.stderr.flush()
+  pid = os.fork()
+  if pid == 0:
+    code = 0
+    try:
+      child(workdir, events, kill_after_save, kill_at_step)
+    except BaseException:
+      traceback.print_exc()
+      code = 1
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)
+  delay = None
+  if random_kill is not None:
+    # From outside, at a random time once training has started.
+    while not any(e['event'] == 'batch' for e in events_of(events)):
+      if os.waitpid(pid, os.WNOHANG) != (0, 0):
+        raise SystemExit('child exited before training started')
+      time.sleep(0.05)
+    delay = random_kill.uniform(0.0, 1.5)
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+  _, status = os.waitpid(pid, 0)
+  ckpt = os.path.join(workdir, 'checkpoints')
+  return {'name': name, 'killed': os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL,
+          'exit': os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, 'delay': delay,
+          'events': events_of(events),
+          'after': sorted(os.listdir(ckpt)) if os.path.isdir(ckpt) else []}
+
+
+rng = random.Random(seed)
+ref, wd = os.path.join(root, 'ref'), os.path.join(root, 'killed')
+runs = [run('ref', ref),
+        run('kill_after_save', wd, kill_after_save=4),
+        run('kill_mid_interval', wd, kill_at_step=7),
+        run('kill_random', wd, random_kill=rng),
+        run('final', wd)]
+a, b = np.load(os.path.join(ref, 'final.npz')), np.load(os.path.join(wd, 'final.npz'))
+same = len(a.files) == len(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+print(json.dumps({'runs': runs, 'same_params': bool(same), 'seed': seed}))
+'''
+
+
+@pytest.fixture(scope='module')
+def kills(tmp_path_factory):
+  """Reference run, three hard kills of one run (two self-inflicted, one random), completion."""
+  root = tmp_path_factory.mktemp('kills')
+  seed = int(time.time()) % 10_000
+  code = 'import sys; sys.argv = ["x", %r, "%d", "%d", "%d"]\n' % (str(root), STEPS, EVERY,
+                                                                    seed) + KILLS
+  proc = common.run_python(code, devices=1, timeout=400)
+  out = common.last_json(proc.stdout)
+  out['root'] = str(root)
+  out['by_name'] = {r['name']: r for r in out['runs']}
+  return out
+
+
+def _steps(listing):
+  return sorted(int(n) for n in listing if n.isdigit())
+
+
+def _lost_steps(killed, resumed_run):
+  """(steps finished before the kill that the next run redoes, the step it resumed from)."""
+  # A batch fetched for step s means steps < s are done (s itself may have been in progress).
+  fetched = [e['step'] for e in killed['events'] if e['event'] in ('batch', 'kill')]
+  done = max(fetched) if fetched else 0
+  resumed = next(e['step'] for e in resumed_run['events'] if e['event'] == 'resumed') or 0
+  return done - resumed, resumed
+
+
+def test_hard_kills_resume_from_newest_complete_checkpoint_with_identical_params(kills):
+  r = kills['by_name']
+  assert [x['exit'] for x in (r['ref'], r['final'])] == [0, 0]
+  for name in ('kill_after_save', 'kill_mid_interval'):
+    _case(f'SIGKILL: {name}')
+    assert r[name]['killed'], name
+  _case('SIGKILL: from outside at a random time')
+
+  # Killed right after orbax accepted checkpoint 4: only its temporary directory exists.
+  k1 = r['kill_after_save']
+  kill = [e for e in k1['events'] if e['event'] == 'kill'][0]
+  assert _steps(kill['listing']) == [2]
+  assert any(n.startswith('4.orbax-checkpoint-tmp') for n in k1['after']), k1['after']
+  assert _steps(k1['after']) == [2]
+  # ...so the next run resumes from 2, never the half-written 4, and rewrites 4 cleanly.
+  k2 = r['kill_mid_interval']
+  assert next(e for e in k2['events'] if e['event'] == 'resumed')['step'] == 2
+  assert _steps(k2['after']) == [2, 4, 6]
+  # Killed mid-interval (at step 7, checkpoint 6 complete): one step is redone.
+  k3 = r['kill_random']
+  assert next(e for e in k3['events'] if e['event'] == 'resumed')['step'] == 6
+  lost, _ = _lost_steps(k2, k3)
+  assert lost == 1
+
+  # The random kill: the next run starts at the newest checkpoint complete at the kill, and
+  # never more than one interval behind the newest checkpoint that was asked for.
+  final = r['final']
+  lost, resumed = _lost_steps(k3, final)
+  complete = _steps(k3['after'])
+  if k3['killed']:
+    assert resumed == (max(complete) if complete else 0)
+    asked = [e['step'] for e in k3['events'] if e['event'] == 'save']
+    assert resumed >= (max(asked) if asked else 6) - EVERY
+  assert resumed >= 6, 'a kill must never send a run back past its resume point'
+  assert final['events'][-1] == {'event': 'done', 'step': STEPS}
+  # Leftover temporary directories did not break resuming; the end state is bit-identical.
+  assert kills['same_params'], 'the killed-and-resumed run ends with other parameters'
+  print(f'random kill (seed {kills["seed"]}): {k3["delay"]:.2f}s after the first step, '
+        f'killed={k3["killed"]}, resumed at {resumed}, redid {lost} steps')
+
+
+# --- Corrupt or foreign checkpoints.
+
+
+def _copy_ref(kills, tmp_path, name='wd'):
+  wd = tmp_path / name
+  shutil.copytree(os.path.join(kills['root'], 'ref'), wd)
+  os.remove(wd / 'final.npz')
+  return wd
+
+
+def _params_at(workdir, step):
+  manager = checkpointing.create_manager(str(workdir), read_only=True)
+  try:
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    manager.close()
+  return [np.asarray(l) for l in jax.tree.leaves(state['state']['params'])]
+
+
+def _ref_final(kills):
+  f = np.load(os.path.join(kills['root'], 'ref', 'final.npz'))
+  return [f[k] for k in f.files]
+
+
+def _truncate_largest(step_dir):
+  files = [f for f in glob.glob(os.path.join(step_dir, 'state', '**', '*'), recursive=True)
+           if os.path.isfile(f)]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.truncate(os.path.getsize(biggest) // 3)
+  return biggest
+
+
+def _delete_state_files(step_dir):
+  for f in os.listdir(os.path.join(step_dir, 'state')):
+    p = os.path.join(step_dir, 'state', f)
+    shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'delete'])
+def test_corrupt_newest_checkpoint_falls_back_with_warning(kills, tmp_path, caplog, damage):
+  _case(f'corrupt newest checkpoint ({damage})')
+  wd = _copy_ref(kills, tmp_path)
+  ckpt = wd / 'checkpoints'
+  assert _steps(os.listdir(ckpt)) == [6, 8, 10]
+  (_truncate_largest if damage == 'truncate' else _delete_state_files)(str(ckpt / '10'))
+  manager = checkpointing.create_manager(str(wd), read_only=True)
+  with caplog.at_level(logging.WARNING):
+    step, _, _ = checkpointing.restore_latest(manager)
+  manager.close()
+  assert step == 8
+  assert any('10' in m and 'falling back' in m for m in caplog.messages), caplog.messages
+  if damage == 'delete':
+    return   # one continued run is enough: it must redo steps 8..10 and match the reference
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    state = train.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
+                                                        checkpoint_every_steps=EVERY), str(wd))
+  assert any(f'{ckpt}/10' in m for m in caplog.messages), caplog.messages
+  got = [np.asarray(l) for l in jax.tree.leaves(jax.device_get(state.params))]
+  assert all(np.array_equal(a, b) for a, b in zip(got, _ref_final(kills)))
+  # The rewritten checkpoint 10 is readable and holds those parameters; the unreadable one was
+  # set aside (not deleted) so that step could be saved again.
+  assert all(np.array_equal(a, b) for a, b in zip(_params_at(wd, 10), got))
+  assert [n.split('-')[0] for n in os.listdir(wd / 'checkpoints_unreadable')] == ['10']
+
+
+def test_no_readable_checkpoint_is_a_clear_error(kills, tmp_path):
+  _case('every checkpoint unreadable')
+  wd = _copy_ref(kills, tmp_path)
+  for s in (6, 8, 10):
+    _delete_state_files(str(wd / 'checkpoints' / str(s)))
+  before = sorted(os.listdir(wd / 'checkpoints'))
+  with pytest.raises(checkpointing.CheckpointError) as e:
+    train.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
+                                                checkpoint_every_steps=EVERY), str(wd))
+  msg = str(e.value)
+  assert 'no checkpoint' in msg and all(f'step {s}:' in msg for s in (6, 8, 10)), msg
+  assert sorted(os.listdir(wd / 'checkpoints')) == before, 'nothing may be written or deleted'
+
+
+@pytest.mark.parametrize('override,named', [
+    ({'width_lower': 0.25}, 'width_lower'),
+    ({'width_upper': 2.0, 'width_step': 0.5}, 'width_upper'),
+    ({'model': 'mobilenet_v2', 'width_lower': 0.75, 'width_step': 0.25}, 'model'),
+])
+def test_workdir_of_another_run_is_refused_by_name(kills, tmp_path, override, named):
+  _case(f'workdir of another run ({named})')
+  wd = _copy_ref(kills, tmp_path)
+  before = {s: os.path.getmtime(wd / 'checkpoints' / s) for s in os.listdir(wd / 'checkpoints')}
+  c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY, **override)
+  with pytest.raises(checkpointing.CheckpointError) as e:
+    train.train_and_evaluate(c, str(wd))
+  assert f'{named}: checkpoint has' in str(e.value), str(e.value)
+  assert {s: os.path.getmtime(wd / 'checkpoints' / s)
+          for s in os.listdir(wd / 'checkpoints')} == before
+
+
+# --- NaN / Inf.
+
+
+def test_nan_images_stop_training_naming_step_and_subnet(kills, tmp_path, monkeypatch):
+  _case('NaN input images at one resolution')
+  c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY)
+  # A step (with checkpoints 6 or 8 in the reference to compare) with a student at 8 pixels.
+  bad_step = next(s for s in range(6, 10)
+                  if any(x.resolution == 8 for x in sandwich.draw_subnets(c, s)[1:]))
+  culprit = next(x for x in sandwich.draw_subnets(c, bad_step)[1:] if x.resolution == 8)
+  real = input_pipeline.device_batches
+
+  def poisoned(*a, **k):
+    for step, batch in enumerate(real(*a, **k)):
+      if step == bad_step:
+        key = input_pipeline.image_key(8)
+        batch = dict(batch, **{key: batch[key] * np.float32('nan')})
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, 'device_batches', poisoned)
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(c, str(tmp_path))
+  msg = str(e.value)
+  assert f'at step {bad_step} in subnet {culprit}' in msg, msg
+  steps = _steps(os.listdir(tmp_path / 'checkpoints'))
+  last_good = bad_step - bad_step % EVERY
+  assert steps[-1] == last_good, steps
+  params = _params_at(tmp_path, last_good)
+  assert all(np.isfinite(p).all() for p in params)
+  ref = _params_at(os.path.join(kills['root'], 'ref'), last_good)
+  assert all(np.array_equal(a, b) for a, b in zip(params, ref))
+
+
+def test_huge_learning_rate_stops_with_step_and_subnet(tmp_path):
+  _case('diverging learning rate (base_lr=1e30)')
+  c = common.tiny_config(num_train_steps=4, checkpoint_every_steps=1, log_every_steps=1,
+                         base_lr=1e30)
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(c, str(tmp_path))
+  msg = str(e.value)
+  bad = int(msg.split('at step ')[1].split()[0])
+  subnets = [str(s) for s in sandwich.draw_subnets(c, bad)]
+  assert any(f'in subnet {s}' in msg for s in subnets), msg
+  steps = _steps(os.listdir(tmp_path / 'checkpoints'))
+  assert steps and steps[-1] == bad, (steps, msg)   # nothing saved from the bad step on
+  assert all(np.isfinite(p).all() for p in _params_at(tmp_path, bad))
+
+
+# --- Config validation, before anything compiles.
+
+BAD = {
+    'width_upper': ({'width_upper': 0.0}, 'width_upper'),
+    'width_lower': ({'width_lower': -0.5}, 'width_lower'),
+    'reversed': ({'width_lower': 1.0, 'width_upper': 0.5}, 'reversed'),
+    'no_resolutions': ({'resolutions': ()}, 'resolutions'),
+    'bad_resolution': ({'resolutions': (16, 0)}, 'resolutions'),
+    'batch': ({'global_batch_size': 33}, 'not divisible by the 2 devices'),
+    'model': ({'model': 'resnet7'}, "unknown 'resnet7'"),
+    'dataset': ({'dataset': 'no_such_dataset_xyz'}, 'no_such_dataset_xyz'),
+    'mode': ({'mode': 'sandwich'}, "unknown 'sandwich'"),
+    'calibration': ({'calib_images': 8}, 'below one calibration batch'),
+    'init_checkpoint': ({'init_checkpoint': '/nonexistent/run'}, '/nonexistent/run'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD))
+def test_each_config_problem_is_reported(name):
+  _case(f'bad config: {name}')
+  override, needle = BAD[name]
+  with pytest.raises(config_validation.ConfigError) as e:
+    config_validation.validate(common.tiny_config(**override), device_count=2)
+  assert any(needle in p for p in e.value.problems), e.value.problems
+
+
+def test_every_problem_listed_at_once_and_before_compiling(tmp_path, monkeypatch):
+  _case('bad config: many problems at once, via train_and_evaluate')
+  c = common.tiny_config(width_lower=1.5, width_upper=1.0, resolutions=(), global_batch_size=33,
+                         model='resnet7', dataset='no_such_dataset_xyz', mode='sandwich',
+                         calib_images=8, init_checkpoint='/nonexistent/run')
+  with pytest.raises(config_validation.ConfigError) as e:
+    config_validation.validate(c, device_count=2)
+  problems = e.value.problems
+  for key in ('width_lower', 'resolutions', 'global_batch_size', 'model', 'no_such_dataset_xyz',
+              'mode', 'calib_images', 'init_checkpoint'):
+    assert any(key in p for p in problems), (key, problems)
+  compiled = []
+  monkeypatch.setattr(train_step.StepKernels, '_build', lambda self, key: compiled.append(key))
+  t0 = time.perf_counter()
+  with pytest.raises(config_validation.ConfigError) as e:
+    train.train_and_evaluate(c, str(tmp_path / 'wd'))
+  assert time.perf_counter() - t0 < 5.0
+  assert len(e.value.problems) >= 7, e.value.problems
+  assert compiled == [] and not os.path.exists(tmp_path / 'wd' / 'checkpoints')
+
+
+# --- Untrusted files.
+
+
+class _Exploit:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (open, (self.marker, 'w'))
+
+
+@pytest.mark.parametrize('legacy', [False, True])
+def test_torch_checkpoint_needing_code_execution_is_refused(tmp_path, legacy):
+  _case(f'malicious PyTorch pickle ({"legacy" if legacy else "zip"} format)')
+  torch = pytest.importorskip('torch')
+  from mutualnet_jax import convert_torch  # pylint: disable=g-import-not-at-top
+  marker = tmp_path / 'pwned'
+  path = tmp_path / 'evil.pt'
+  payload = {'model': {'features.0.0.weight': torch.zeros(2)}, 'x': _Exploit(str(marker))}
+  if legacy:
+    with open(path, 'wb') as f:
+      pickle.dump(payload, f, protocol=2)
+  else:
+    torch.save(payload, path)
+  with pytest.raises(convert_torch.ConversionError) as e:
+    convert_torch.load_state_dict(str(path))
+  assert 'refusing to load' in str(e.value) and str(path) in str(e.value)
+  assert not marker.exists(), 'unpickling executed code'
+
+
+def test_report_fault_case_count():
+  """Printed in the -s / -rA output: how many fault and bad-input cases ran above."""
+  print(f'{len(FAULT_CASES)} fault/bad-input cases: ' + '; '.join(FAULT_CASES))
+  assert len(FAULT_CASES) >= 20
