@@ -17,6 +17,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from mutualnet_jax import parallel
+
 META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
 
 
@@ -126,17 +128,16 @@ def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
       dst = os.path.join(root, f'{s}-{int(time.time())}')
       os.rename(os.path.join(str(manager.directory), str(s)), dst)
       logging.warning('Moved unreadable checkpoint %s/%d to %s.', manager.directory, s, dst)
+  parallel.wait_for_all_processes('checkpoints_set_aside')   # nobody reloads before the move
   manager.reload()
 
 
 def restore_params(workdir_or_dir: str) -> Tuple[Any, Dict[str, Any], int]:
   """Parameters and metadata of the newest checkpoint of a workdir (trained or converted)."""
   path = workdir_or_dir
-  if os.path.isdir(checkpoint_dir(path)):
-    path = path
-  elif os.path.basename(os.path.normpath(path)) == 'checkpoints':
+  if os.path.basename(os.path.normpath(path)) == 'checkpoints':
     path = os.path.dirname(os.path.normpath(path))
-  else:
+  elif not os.path.isdir(checkpoint_dir(path)):
     raise CheckpointError(f'{workdir_or_dir} has no checkpoints/ directory')
   manager = create_manager(path, read_only=True)
   found = restore_latest(manager)

@@ -204,6 +204,10 @@ def load_state_dict(path: str) -> Mapping[str, Any]:
     raise ConversionError(
         f'refusing to load {path}: it cannot be read with weights_only=True, i.e. unpickling '
         f'it would execute code or build arbitrary objects ({str(e).splitlines()[0]})') from None
+  except (RuntimeError, EOFError, OSError, ValueError) as e:   # truncated or not a torch file
+    raise ConversionError(f'cannot read {path} as a PyTorch checkpoint: '
+                          f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+                          ) from None
   if isinstance(obj, Mapping) and isinstance(obj.get('model'), Mapping):
     obj = obj['model']
   elif isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):

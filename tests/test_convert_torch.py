@@ -217,3 +217,15 @@ def test_cli_writes_restorable_checkpoint(tmp_path, wrapped):
     convert_torch.main(['--checkpoint', str(tmp_path / 'ckpt.pt'), '--model', 'mobilenet_v1',
                         '--workdir', str(workdir)])
   assert e.value.code == 2
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+  import torch
+  from mutualnet_jax import convert_torch
+  path = tmp_path / 'ok.pt'
+  torch.save({'model': {'w': torch.zeros(3)}}, path)
+  data = path.read_bytes()
+  bad = tmp_path / 'truncated.pt'
+  bad.write_bytes(data[: len(data) // 2])
+  with pytest.raises(convert_torch.ConversionError, match='truncated.pt'):
+    convert_torch.load_state_dict(str(bad))
