@@ -38,7 +38,9 @@ def initialize_distributed(config) -> None:
 
 def create_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh named ``data`` over every device of every host."""
-  return jax.make_mesh((jax.device_count(),), (DATA,))
+  # Auto axes: the same jitted inference function then also runs on a single device (latency).
+  return jax.make_mesh((jax.device_count(),), (DATA,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def enable_compilation_cache(cache_dir: str) -> None:
