@@ -40,10 +40,17 @@ def tiny_config(**overrides):
   return c
 
 
+def xla_flags(devices: int) -> str:
+  """The session's XLA flags (see conftest) with ``devices`` simulated CPU devices."""
+  kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
+          if not f.startswith('--xla_force_host_platform_device_count')]
+  return ' '.join(kept + [f'--xla_force_host_platform_device_count={devices}'])
+
+
 def run_python(code: str, devices: int = 1, env=None, timeout: int = 600, check=True):
   """Run ``code`` in a fresh interpreter with ``devices`` CPU devices; returns the process."""
   e = dict(os.environ)
-  e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  e['XLA_FLAGS'] = xla_flags(devices)
   e['PYTHONPATH'] = os.pathsep.join([os.path.join(REPO, 'tests'), e.get('PYTHONPATH', '')])
   e.update(env or {})
   proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=e, capture_output=True,

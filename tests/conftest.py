@@ -1,4 +1,4 @@
-"""Test-wide settings: CPU only, quiet TensorFlow, one compilation cache for the whole session.
+"""Test-wide settings: CPU only, quiet TensorFlow, fast compiles, one session compilation cache.
 
 Compiling is the slowest part of these tests on a 2-core machine; subprocesses inherit the
 cache directory through the environment, so each subnet kernel compiles once per session.
@@ -8,6 +8,9 @@ import os
 import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Tests are dominated by XLA:CPU compile time, not run time: LLVM's -O0 halves compiling.
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + TEST_XLA_FLAGS).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'mutualnet_jax_test_cache'))

@@ -10,7 +10,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+
+import common  # noqa: E402
 import pytest  # noqa: E402
 
 from mutualnet_jax import calibration, models, parallel  # noqa: E402
@@ -112,7 +114,7 @@ print(json.dumps({'mean_err': float(np.max(np.abs(stats['stem']['bn']['mean'] - 
 
 def test_two_devices_give_global_batch_moments():
   """Each device sees half a batch; synced BN must still give the whole batch's moments."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  env = dict(os.environ, XLA_FLAGS=common.xla_flags(2),
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', _TWO_DEVICES % os.path.dirname(__file__)],
                        env=env, capture_output=True, text=True, timeout=300)

@@ -74,7 +74,7 @@ def test_two_processes_match_one_process_and_checkpoint_restores_in_one(tmp_path
   assert single['devices'] == 4 and single['processes'] == 1 and single['step'] == 4
 
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  env = dict(os.environ, XLA_FLAGS=common.xla_flags(2),
              PYTHONPATH=os.pathsep.join([os.path.join(common.REPO, 'tests'),
                                          os.environ.get('PYTHONPATH', '')]),
              JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2')
