@@ -159,7 +159,9 @@ class StepKernels:
                              self._params)
       rep = NamedSharding(self.mesh, P())
       state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
-      fn = jax.jit(f, donate_argnums=(0, 1))
+      # Only the state is donated: the (n_dev, ...) gradients match no output, so XLA could not
+      # alias them and JAX warned 'Some donated buffers were not usable'.
+      fn = jax.jit(f, donate_argnums=(0,))
       args = (state, self._grads, (self._scalar,) * n, (self._ok,) * n)
     t0 = time.perf_counter()
     compiled = fn.lower(*args).compile()

@@ -1,0 +1,424 @@
+"""Speed of the real MutualNet training step on synthetic data (issue 7).
+
+  python -m mutualnet_jax.bench --model mobilenet_v1 --batch 32 --steps 5 \
+      [--resolutions 224,192,160,128] [--compare-torch] [--json] [--threads 2] [--cache-dir DIR]
+
+Runs ``train_step.StepKernels`` + ``run_step`` on the subnets ``sandwich.draw_subnets`` gives
+for steps 0..N-1, so the numbers are those of training, not of a stand-in. Compilation of every
+kernel the timed steps use is done (and timed, ``compile_s``) before the timed steps, so
+``step_s`` is the median steady-state step. ``first_step_s`` / ``warm_first_step_s`` come from
+two fresh child processes sharing a fresh persistent compilation cache (cold, then warm): the
+time from just before the child is spawned to its first step done, which is what a (re)started
+run waits. ``--compare-torch`` times the same step in PyTorch (``torch_models``): same draws,
+batch and losses, one Nesterov SGD update. ``--compile-grid`` instead measures compiling the
+whole grid sequentially vs on background threads, cold vs warm cache, each in a fresh process.
+
+Threads: the process is pinned (sched_setaffinity) to ``--threads`` CPUs before JAX starts, so
+XLA:CPU sizes its thread pool to them; torch gets ``torch.set_num_threads(threads)``. JAX and
+torch are imported inside the functions, after the pinning.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--model', default='mobilenet_v1')
+  p.add_argument('--config', default='', help='config file (default: default_config + --model)')
+  p.add_argument('--batch', type=int, default=32, help='global batch per step')
+  p.add_argument('--steps', type=int, default=5, help='timed steps')
+  p.add_argument('--resolutions', default='', help='e.g. 224,192,160,128 (default: config)')
+  p.add_argument('--width-step', type=float, default=0.0, help='width grid step (default: config)')
+  p.add_argument('--num-classes', type=int, default=0, help='default: config')
+  p.add_argument('--depthwise-impl', default='', help="auto | shifted | native (default: config)")
+  p.add_argument('--threads', type=int, default=0, help='CPUs to use (default: all)')
+  p.add_argument('--cache-dir', default='none',
+                 help="persistent compilation cache of the timed run ('none': off, so compile_s "
+                      'is a real compile); the first-step children always use a fresh one')
+  p.add_argument('--compare-torch', action='store_true')
+  p.add_argument('--no-first-step', action='store_true', help='skip the cold/warm children')
+  p.add_argument('--breakdown', action='store_true', help='also time each kernel of a step')
+  p.add_argument('--compile-grid', action='store_true',
+                 help='measure compiling all_subnets: sequential vs 2 threads, cold vs warm')
+  p.add_argument('--json', action='store_true', help='print only the one-line JSON result')
+  # Internal: what the child processes run.
+  p.add_argument('--child', default='', choices=('', 'first_step', 'compile'),
+                 help=argparse.SUPPRESS)
+  p.add_argument('--t0', type=float, default=0.0, help=argparse.SUPPRESS)
+  p.add_argument('--workers', type=int, default=2, help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+def pin_threads(threads: int):
+  """Restrict this process (and so XLA's and torch's pools) to ``threads`` CPUs."""
+  cpus = sorted(os.sched_getaffinity(0))
+  if threads and threads < len(cpus):
+    os.sched_setaffinity(0, cpus[:threads])
+  return len(os.sched_getaffinity(0))
+
+
+def make_config(args):
+  from mutualnet_jax import default_config
+  if args.config:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_config', args.config)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+  else:
+    c = default_config.get_config()
+    c.model = args.model
+  c.global_batch_size = args.batch
+  if args.resolutions:
+    c.resolutions = tuple(int(r) for r in args.resolutions.split(','))
+  if args.width_step:
+    c.width_step = args.width_step
+  if args.num_classes:
+    c.num_classes = args.num_classes
+  if args.depthwise_impl:
+    c.depthwise_impl = args.depthwise_impl
+  return c
+
+
+class Setup:
+  """Model, optimiser, replicated state, kernels and one synthetic sharded batch."""
+
+  def __init__(self, config, max_workers=2):
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from mutualnet_jax import optim, parallel, preprocess, train, train_step
+    self.config = config
+    self.mesh = parallel.create_mesh()
+    self.model = train.create_model(config)
+    params = train.init_params(self.model, config)
+    schedule = optim.learning_rate_schedule(config, 10_000, 1_000)
+    self.optimizer = optim.create_optimizer(config, schedule)
+    rep, shard = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(parallel.DATA))
+    self.state = jax.device_put(train_step.create_train_state(params, self.optimizer), rep)
+    self.kernels = train_step.StepKernels(self.model, self.optimizer, self.mesh,
+                                          jax.eval_shape(lambda: params),
+                                          config.global_batch_size, config.num_classes,
+                                          max_workers=max_workers)
+    rng = np.random.default_rng(0)
+    b = config.global_batch_size
+    host = {preprocess.image_key(int(r)): rng.standard_normal((b, r, r, 3), np.float32)
+            for r in config.resolutions}
+    host['label'] = rng.integers(0, config.num_classes, b).astype(np.int32)
+    self.host_batch = host
+    self.batch = jax.device_put(host, shard)
+    self.image_key = preprocess.image_key
+
+  def step(self, subnets):
+    from mutualnet_jax import train_step
+    self.state, metrics = train_step.run_step(self.kernels, self.state, self.batch, subnets,
+                                              self.image_key)
+    return metrics
+
+  def block(self):
+    import jax
+    jax.block_until_ready(self.state)
+
+
+def _median(xs):
+  xs = sorted(xs)
+  n = len(xs)
+  return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def time_jax(config, steps: int):
+  """compile_s for every kernel of steps 0..steps-1, then the median step."""
+  from mutualnet_jax import sandwich
+  s = Setup(config)
+  draws = [sandwich.draw_subnets(config, t) for t in range(steps)]
+  t0 = time.perf_counter()
+  s.kernels.precompile([x for d in draws for x in d], len(draws[0]))
+  for d in draws:
+    s.kernels.ready(d)
+  compile_wall = time.perf_counter() - t0
+  s.step(draws[0])   # one untimed step: first-run allocations, thread-pool start-up
+  s.block()
+  times = []
+  for d in draws:
+    t = time.perf_counter()
+    s.step(d)
+    s.block()
+    times.append(time.perf_counter() - t)
+  return s, draws, {
+      'compile_s': round(sum(s.kernels.compile_seconds.values()), 3),
+      'compile_wall_s': round(compile_wall, 3),
+      'num_kernels': len(s.kernels.compile_seconds),
+      'kernel_compile_s': {' '.join(map(str, k)): round(v, 2)
+                           for k, v in s.kernels.compile_seconds.items()},
+      'step_s': round(_median(times), 4),
+      'step_times_s': [round(t, 4) for t in times],
+  }
+
+
+def kernel_breakdown(s, draws, repeats=3):
+  """Median seconds of each kernel of the first step run alone (blocking after each)."""
+  import jax
+  d = draws[0]
+  teacher, students = d[0], d[1:]
+  out = {}
+  def timed(name, fn):
+    ts = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      r = jax.block_until_ready(fn())
+      ts.append(time.perf_counter() - t)
+    out[name] = round(_median(ts), 4)
+    return r
+  k = s.kernels
+  grads, probs, loss, ok = timed(f'teacher {teacher.width:g}/{teacher.resolution}', lambda: k.get(
+      teacher)(s.state.params, s.batch[s.image_key(teacher.resolution)], s.batch['label']))
+  losses, oks = [loss], [ok]
+  for st in students:
+    g0 = jax.tree.map(lambda x: x.copy(), grads)
+    fresh = lambda: k.get(st)(s.state.params, jax.tree.map(lambda x: x.copy(), g0),
+                              s.batch[s.image_key(st.resolution)], probs)
+    grads, loss, ok = timed(f'student {st.width:g}/{st.resolution}', fresh)
+    losses.append(loss)
+    oks.append(ok)
+  state0 = s.state
+  copy = lambda t: jax.tree.map(lambda x: x.copy(), t)
+  timed('update', lambda: k.update(len(d))(copy(state0), copy(grads), tuple(losses), tuple(oks)))
+  return out
+
+
+def torch_model(config):
+  """The config's model from ``torch_models`` (the tiny v1 assembled from its blocks)."""
+  import torch.nn.functional as F
+  from torch import nn
+  from mutualnet_jax import models, torch_models
+  kw = dict(num_classes=config.num_classes, max_width=config.width_upper,
+            min_width=config.width_lower)
+  if config.model == 'mobilenet_v1':
+    return torch_models.MobileNetV1(**kw)
+  if config.model == 'mobilenet_v2':
+    return torch_models.MobileNetV2(**kw)
+  if config.model != 'mobilenet_v1_tiny':
+    raise ValueError(f'--compare-torch supports mobilenet_v1(_tiny) and v2, not {config.model}')
+
+  class TinyV1(torch_models.MobileNetV1):
+    """torch_models' v1 with the tiny registry entry's stem (16, stride 1) and blocks."""
+
+    def __init__(self, stem=16, blocks=models.TINY_BLOCKS, **kw):
+      super().__init__(**kw)
+      ch, w_max = torch_models.channels, self.max_width
+      wl = (self.min_width, w_max)
+      feats = [nn.Sequential(*torch_models._conv_bn(  # pylint: disable=protected-access
+          3, ch(stem, w_max), [ch(stem, w) for w in wl], stride=1))]
+      base_in = stem
+      for c, n, st in blocks:
+        for i in range(n):
+          feats.append(torch_models.DepthwiseSeparable(
+              base_in, c, st if i == 0 else 1, w_max, wl))
+          base_in = c
+      self.stem_channels = stem
+      self.features = nn.Sequential(*feats)
+      self.classifier = nn.Sequential(torch_models.SlimLinear(ch(base_in, w_max),
+                                                              self.classifier[0].weight.shape[0]))
+
+    def forward(self, x, width=1.0):
+      self._check(width)
+      stem = self.features[0]
+      x = F.relu6(stem[1](stem[0](x, torch_models.channels(self.stem_channels, width))))
+      for block in self.features[1:]:
+        x = block(x, width)
+      return self.classifier[0](x.mean((2, 3)))
+
+  return TinyV1(**kw)
+
+
+def time_torch(config, draws, host_batch, threads: int):
+  """Median seconds of the same step in PyTorch on CPU."""
+  import numpy as np
+  import torch
+  import torch.nn.functional as F
+  from mutualnet_jax import preprocess, torch_models
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  model = torch_model(config)
+  # Coupled weight decay on dense/pointwise conv and linear weights only, as optim.decay_mask.
+  decay, no_decay = [], []
+  for m in model.modules():
+    for name, p in m.named_parameters(recurse=False):
+      is_dw = isinstance(m, torch_models.SlimConv2d) and m.depthwise
+      kernel = name == 'weight' and isinstance(m, (torch_models.SlimConv2d,
+                                                   torch_models.SlimLinear, torch.nn.Conv2d))
+      (decay if kernel and not is_dw else no_decay).append(p)
+  lr = config.base_lr * config.global_batch_size / 1024
+  opt = torch.optim.SGD([{'params': decay, 'weight_decay': config.weight_decay},
+                         {'params': no_decay, 'weight_decay': 0.0}], lr=lr,
+                        momentum=config.momentum, nesterov=config.nesterov)
+  images = {r: torch.from_numpy(np.ascontiguousarray(
+      host_batch[preprocess.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}
+  labels = torch.from_numpy(host_batch['label'].astype(np.int64))
+
+  def step(subnets):
+    opt.zero_grad(set_to_none=True)
+    t = subnets[0]
+    logits = model(images[t.resolution], t.width)
+    F.cross_entropy(logits, labels).backward()
+    probs = F.softmax(logits.detach(), dim=1)
+    for s in subnets[1:]:
+      log_p = F.log_softmax(model(images[s.resolution], s.width), dim=1)
+      F.kl_div(log_p, probs, reduction='batchmean').backward()
+    opt.step()
+
+  step(draws[0])   # warm-up
+  times = []
+  for d in draws:
+    t0 = time.perf_counter()
+    step(d)
+    times.append(time.perf_counter() - t0)
+  return {'torch_step_s': round(_median(times), 4),
+          'torch_step_times_s': [round(t, 4) for t in times],
+          'torch_threads': torch.get_num_threads(), 'torch_version': torch.__version__}
+
+
+def _child_cmd(args, child, cache_dir, extra=()):
+  cmd = [sys.executable, '-m', 'mutualnet_jax.bench', '--child', child, '--model', args.model,
+         '--batch', str(args.batch), '--cache-dir', cache_dir, '--threads', str(args.threads)]
+  for flag, v in (('--config', args.config), ('--resolutions', args.resolutions),
+                  ('--width-step', args.width_step), ('--num-classes', args.num_classes),
+                  ('--depthwise-impl', args.depthwise_impl)):
+    if v:
+      cmd += [flag, str(v)]
+  return cmd + list(extra)
+
+
+def _run_child(cmd):
+  t0 = time.time()
+  proc = subprocess.run(cmd + ['--t0', repr(t0)], capture_output=True, text=True)
+  if proc.returncode != 0:
+    raise RuntimeError(f'bench child failed ({proc.returncode}):\n{proc.stderr[-4000:]}')
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def first_step_children(args):
+  """Process start -> first step done, cold then warm persistent cache (a fresh temp dir)."""
+  with tempfile.TemporaryDirectory(prefix='mutualnet_bench_cache_') as d:
+    cold = _run_child(_child_cmd(args, 'first_step', d))
+    warm = _run_child(_child_cmd(args, 'first_step', d))
+  return {'first_step_s': cold['first_step_s'], 'warm_first_step_s': warm['first_step_s'],
+          'first_step_compile_s': cold['compile_s'], 'warm_first_step_compile_s': warm['compile_s']}
+
+
+def child_first_step(args, config):
+  """What a (re)started training run does before its first step, as train.py orders it."""
+  import jax
+  from mutualnet_jax import parallel, sandwich
+  parallel.enable_compilation_cache(args.cache_dir)
+  s = Setup(config)
+  subnets = sandwich.draw_subnets(config, 0)
+  s.kernels.precompile(subnets, len(subnets))
+  s.kernels.ready(subnets)
+  s.step(subnets)
+  s.block()
+  done = time.time()
+  s.kernels.close()
+  return {'first_step_s': round(done - args.t0, 3),
+          'compile_s': round(sum(s.kernels.compile_seconds.values()), 3),
+          'devices': jax.device_count()}
+
+
+def child_compile(args, config):
+  """Compile every kernel of the grid with ``--workers`` threads; wall and summed seconds."""
+  from mutualnet_jax import parallel, sandwich
+  parallel.enable_compilation_cache(args.cache_dir)
+  s = Setup(config, max_workers=args.workers)
+  grid = sandwich.all_subnets(config)
+  n = len(sandwich.draw_subnets(config, 0))
+  t0 = time.perf_counter()
+  if args.workers > 1:
+    s.kernels.precompile(grid, n)
+  for sub in grid:
+    s.kernels.get(sub)
+  s.kernels.update(n)
+  wall = time.perf_counter() - t0
+  return {'wall_s': round(wall, 3), 'sum_s': round(sum(s.kernels.compile_seconds.values()), 3),
+          'kernels': len(s.kernels.compile_seconds), 'workers': args.workers}
+
+
+def compile_grid(args):
+  """Grid compile: sequential vs 2 threads, each cold (fresh cache) then warm (same cache)."""
+  out = {}
+  for workers in (1, 2):
+    with tempfile.TemporaryDirectory(prefix='mutualnet_bench_cache_') as d:
+      for phase in ('cold', 'warm'):
+        r = _run_child(_child_cmd(args, 'compile', d, ['--workers', str(workers)]))
+        out[f'{"sequential" if workers == 1 else "threads2"}_{phase}'] = r
+  return out
+
+
+def machine_info():
+  model = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+  except OSError:
+    pass
+  return {'nproc': os.cpu_count(), 'cpu_model': model,
+          'loadavg': [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  threads = pin_threads(args.threads)
+  if args.threads == 0:
+    args.threads = threads
+  config = make_config(args)
+  if args.child == 'first_step':
+    print(json.dumps(child_first_step(args, config)))
+    return
+  if args.child == 'compile':
+    print(json.dumps(child_compile(args, config)))
+    return
+  import jax
+  from mutualnet_jax import parallel
+  from mutualnet_jax.models import slimmable
+  if args.cache_dir == 'none':   # also ignore $JAX_COMPILATION_CACHE_DIR: compile for real
+    jax.config.update('jax_enable_compilation_cache', False)
+  parallel.enable_compilation_cache(args.cache_dir)
+  result = {'model': config.model, 'batch': config.global_batch_size, 'steps': args.steps,
+            'resolutions': list(config.resolutions), 'width_step': config.width_step,
+            'depthwise_impl': slimmable.resolve_depthwise_impl(config.depthwise_impl),
+            'backend': jax.default_backend(), 'devices': jax.device_count(),
+            'threads': threads, 'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  result.update(machine_info())
+  if args.compile_grid:
+    result['compile_grid'] = compile_grid(args)
+  else:
+    s, draws, timing = time_jax(config, args.steps)
+    result.update(timing)
+    result['images_per_s'] = round(config.global_batch_size / timing['step_s'], 2)
+    result['subnets'] = [[[x.width, x.resolution] for x in d] for d in draws]
+    if args.breakdown:
+      result['kernel_s'] = kernel_breakdown(s, draws)
+    result['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    s.kernels.close()
+    if args.compare_torch:
+      result.update(time_torch(config, draws, s.host_batch, threads))
+      result['speedup_vs_torch'] = round(result['torch_step_s'] / result['step_s'], 3)
+    del s
+    if not args.no_first_step:
+      result.update(first_step_children(args))
+      result['warm_over_cold'] = round(result['warm_first_step_s'] / result['first_step_s'], 3)
+  result['loadavg_end'] = [round(x, 2) for x in os.getloadavg()]
+  if args.json:
+    print(json.dumps(result))
+  else:
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == '__main__':
+  main()
