@@ -127,6 +127,14 @@ class Setup:
     jax.block_until_ready(self.state)
 
 
+def log(msg):
+  """Progress on stderr (stdout carries only the JSON), timed from process start."""
+  print(f'[bench {time.perf_counter() - _T_START:7.1f}s] {msg}', file=sys.stderr, flush=True)
+
+
+_T_START = time.perf_counter()
+
+
 def _median(xs):
   xs = sorted(xs)
   n = len(xs)
@@ -143,6 +151,7 @@ def time_jax(config, steps: int):
   for d in draws:
     s.kernels.ready(d)
   compile_wall = time.perf_counter() - t0
+  log(f'compiled {len(s.kernels.compile_seconds)} kernels in {compile_wall:.1f}s wall')
   s.step(draws[0])   # one untimed step: first-run allocations, thread-pool start-up
   s.block()
   times = []
@@ -151,6 +160,7 @@ def time_jax(config, steps: int):
     s.step(d)
     s.block()
     times.append(time.perf_counter() - t)
+  log(f'median step {_median(times):.3f}s')
   return s, draws, {
       'compile_s': round(sum(s.kernels.compile_seconds.values()), 3),
       'compile_wall_s': round(compile_wall, 3),
@@ -274,6 +284,7 @@ def time_torch(config, draws, host_batch, threads: int):
       F.kl_div(log_p, probs, reduction='batchmean').backward()
     opt.step()
 
+  log('torch warm-up step')
   step(draws[0])   # warm-up
   times = []
   for d in draws:
@@ -307,7 +318,9 @@ def _run_child(cmd):
 def first_step_children(args):
   """Process start -> first step done, cold then warm persistent cache (a fresh temp dir)."""
   with tempfile.TemporaryDirectory(prefix='mutualnet_bench_cache_') as d:
+    log('cold first-step child')
     cold = _run_child(_child_cmd(args, 'first_step', d))
+    log('warm first-step child')
     warm = _run_child(_child_cmd(args, 'first_step', d))
   return {'first_step_s': cold['first_step_s'], 'warm_first_step_s': warm['first_step_s'],
           'first_step_compile_s': cold['compile_s'], 'warm_first_step_compile_s': warm['compile_s']}
