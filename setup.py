@@ -26,7 +26,7 @@ setup(
     ],
     extras_require={
         'torch': ['torch==2.13.0'],
-        'test': ['pytest>=8', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6',
+        'test': ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6',
                  'torch==2.13.0'],
     },
 )

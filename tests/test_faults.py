@@ -2,7 +2,7 @@
 
 Every case ends in one of two ways: training continues from the newest complete checkpoint with
 the same parameters an uninterrupted run reaches, or it stops with an error that names the cause
-(and leaves the checkpoints on disk as they were). ``FAULT_CASES`` counts them for the report.
+(and leaves the checkpoints on disk as they were).
 
 Compiling is the cost here, so the hard kills run in one subprocess that imports once and forks a
 fresh child per run (the parent has no JAX backend and a single thread when it forks); the other
@@ -27,13 +27,6 @@ from mutualnet_jax import checkpointing, config_validation, input_pipeline, sand
 from mutualnet_jax import train_step
 
 STEPS, EVERY = 10, 2   # every run here shares this schedule, so all runs are comparable
-
-# Fault and bad-input cases exercised below, by kind (the report counts these).
-FAULT_CASES = []
-
-
-def _case(name):
-  FAULT_CASES.append(name)
 
 
 KILLS = r'''
@@ -168,9 +161,7 @@ def test_hard_kills_resume_from_newest_complete_checkpoint_with_identical_params
   r = kills['by_name']
   assert [x['exit'] for x in (r['ref'], r['final'])] == [0, 0]
   for name in ('kill_after_save', 'kill_mid_interval'):
-    _case(f'SIGKILL: {name}')
     assert r[name]['killed'], name
-  _case('SIGKILL: from outside at a random time')
 
   # Killed right after orbax accepted checkpoint 4: only its temporary directory exists.
   k1 = r['kill_after_save']
@@ -246,7 +237,6 @@ def _delete_state_files(step_dir):
 
 @pytest.mark.parametrize('damage', ['truncate', 'delete'])
 def test_corrupt_newest_checkpoint_falls_back_with_warning(kills, tmp_path, caplog, damage):
-  _case(f'corrupt newest checkpoint ({damage})')
   wd = _copy_ref(kills, tmp_path)
   ckpt = wd / 'checkpoints'
   assert _steps(os.listdir(ckpt)) == [6, 8, 10]
@@ -273,7 +263,6 @@ def test_corrupt_newest_checkpoint_falls_back_with_warning(kills, tmp_path, capl
 
 
 def test_no_readable_checkpoint_is_a_clear_error(kills, tmp_path):
-  _case('every checkpoint unreadable')
   wd = _copy_ref(kills, tmp_path)
   for s in (6, 8, 10):
     _delete_state_files(str(wd / 'checkpoints' / str(s)))
@@ -292,7 +281,6 @@ def test_no_readable_checkpoint_is_a_clear_error(kills, tmp_path):
     ({'model': 'mobilenet_v2', 'width_lower': 0.75, 'width_step': 0.25}, 'model'),
 ])
 def test_workdir_of_another_run_is_refused_by_name(kills, tmp_path, override, named):
-  _case(f'workdir of another run ({named})')
   wd = _copy_ref(kills, tmp_path)
   before = {s: os.path.getmtime(wd / 'checkpoints' / s) for s in os.listdir(wd / 'checkpoints')}
   c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY, **override)
@@ -307,7 +295,6 @@ def test_workdir_of_another_run_is_refused_by_name(kills, tmp_path, override, na
 
 
 def test_nan_images_stop_training_naming_step_and_subnet(kills, tmp_path, monkeypatch):
-  _case('NaN input images at one resolution')
   c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY)
   # A step (with checkpoints 6 or 8 in the reference to compare) with a student at 8 pixels.
   bad_step = next(s for s in range(6, 10)
@@ -337,7 +324,6 @@ def test_nan_images_stop_training_naming_step_and_subnet(kills, tmp_path, monkey
 
 
 def test_huge_learning_rate_stops_with_step_and_subnet(tmp_path):
-  _case('diverging learning rate (base_lr=1e30)')
   c = common.tiny_config(num_train_steps=4, checkpoint_every_steps=1, log_every_steps=1,
                          base_lr=1e30)
   with pytest.raises(train.NonFiniteError) as e:
@@ -370,7 +356,6 @@ BAD = {
 
 @pytest.mark.parametrize('name', sorted(BAD))
 def test_each_config_problem_is_reported(name):
-  _case(f'bad config: {name}')
   override, needle = BAD[name]
   with pytest.raises(config_validation.ConfigError) as e:
     config_validation.validate(common.tiny_config(**override), device_count=2)
@@ -378,7 +363,6 @@ def test_each_config_problem_is_reported(name):
 
 
 def test_every_problem_listed_at_once_and_before_compiling(tmp_path, monkeypatch):
-  _case('bad config: many problems at once, via train_and_evaluate')
   c = common.tiny_config(width_lower=1.5, width_upper=1.0, resolutions=(), global_batch_size=33,
                          model='resnet7', dataset='no_such_dataset_xyz', mode='sandwich',
                          calib_images=8, init_checkpoint='/nonexistent/run')
@@ -411,7 +395,6 @@ class _Exploit:
 
 @pytest.mark.parametrize('legacy', [False, True])
 def test_torch_checkpoint_needing_code_execution_is_refused(tmp_path, legacy):
-  _case(f'malicious PyTorch pickle ({"legacy" if legacy else "zip"} format)')
   torch = pytest.importorskip('torch')
   from mutualnet_jax import convert_torch  # pylint: disable=g-import-not-at-top
   marker = tmp_path / 'pwned'
@@ -426,9 +409,3 @@ def test_torch_checkpoint_needing_code_execution_is_refused(tmp_path, legacy):
     convert_torch.load_state_dict(str(path))
   assert 'refusing to load' in str(e.value) and str(path) in str(e.value)
   assert not marker.exists(), 'unpickling executed code'
-
-
-def test_report_fault_case_count():
-  """Printed in the -s / -rA output: how many fault and bad-input cases ran above."""
-  print(f'{len(FAULT_CASES)} fault/bad-input cases: ' + '; '.join(FAULT_CASES))
-  assert len(FAULT_CASES) >= 20
