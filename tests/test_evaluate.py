@@ -13,30 +13,21 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mutualnet_jax import (calibration, checkpointing, default_config, evaluate,  # noqa: E402
+from mutualnet_jax import (calibration, checkpointing, evaluate,  # noqa: E402
                            models, query_table, select, train)
 
 sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
 import test_calibration as tc  # noqa: E402
 
 
 def tiny_config(**overrides):
-  c = default_config.get_config()
-  c.model = 'mobilenet_v1_tiny'
-  c.dataset = 'digits'
-  c.eval_split = 'test'
-  c.num_classes = 10
-  c.digits_image_size = 24
-  c.resolutions = (24, 16)
-  c.width_lower, c.width_upper, c.eval_width_step = 0.25, 1.0, 0.75   # widths 0.25, 1.0
-  c.flip = False
-  c.shuffle_buffer = 256
-  c.calib_images, c.calib_batch_size = 64, 32
-  c.eval_batch_size = 100
-  c.latency_batch_sizes, c.latency_repeats = (1,), 2
-  c.compilation_cache_dir = 'none'
-  c.update(overrides)
-  return c
+  """The shared tiny config, at 24/16 px over widths {0.25, 1.0}, batch-1 latency only."""
+  fields = dict(digits_image_size=24, resolutions=(24, 16), width_lower=0.25,
+                eval_width_step=0.75, eval_batch_size=100, latency_batch_sizes=(1,),
+                latency_repeats=2, compilation_cache_dir='none')
+  fields.update(overrides)
+  return common.tiny_config(**fields)
 
 
 def write_checkpoint(workdir, config, params, step=0):
@@ -171,6 +162,5 @@ print(jax.device_count())
 
 def test_inference_runs_on_the_mesh_and_then_on_one_device():
   """evaluate_grid evaluates on the data mesh, then times batch-1 latency on one device."""
-  import common
   out = common.run_python(MESH_THEN_ONE_DEVICE, devices=2)
   assert out.stdout.strip().splitlines()[-1] == '2'

@@ -8,7 +8,6 @@ conv bias, symmetric padding, BN after every conv. Parameters are allocated at `
 from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mutualnet_jax.models import slimmable
 
@@ -31,7 +30,7 @@ class MobileNetV1(nn.Module):
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'MobileNetV1')
     slimmable.check_images(x, 'MobileNetV1')
-    ch = lambda c, w: slimmable.channels(c, w)
+    ch = slimmable.channels
     unit = lambda **kw: slimmable.ConvBNReLU(
         depthwise_impl=self.depthwise_impl, axis_name=self.axis_name, **kw)
     c_in_max, c_in = ch(self.stem_channels, self.max_width), ch(self.stem_channels, width)

@@ -13,7 +13,7 @@ width into the parameters; the reference's running statistics are never used for
 (they are recalibrated after training).
 """
 
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
