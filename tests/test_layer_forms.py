@@ -81,3 +81,19 @@ def test_pointwise_conv_is_a_1x1_convolution(stride):
   np.testing.assert_allclose(g_params['params']['kernel'][:, :, :5, :4], ref_k, rtol=1e-4,
                              atol=1e-5)
   np.testing.assert_allclose(g_x, ref_x, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('size,stride,k', [(7, 1, 3), (8, 2, 3), (9, 2, 7), (6, 1, 1)])
+def test_dense_conv_cpu_backward_matches_autodiff(size, stride, k):
+  ks = jax.random.split(jax.random.key(size + 10 * stride + k), 3)
+  x = jax.random.normal(ks[0], (2, size, size + 1, 3))
+  kernel = jax.random.normal(ks[1], (k, k, 3, 5))
+  run = {impl: jax.jit(lambda a, b, impl=impl: slimmable.dense_conv(a, b, stride, impl))
+         for impl in ('native', 'cpu')}
+  out = run['native'](x, kernel)
+  np.testing.assert_allclose(run['cpu'](x, kernel), out, rtol=1e-5, atol=1e-5)
+  cotangent = jax.random.normal(ks[2], out.shape)
+  grads = {impl: jax.jit(jax.grad(lambda a, b, f=f: jnp.vdot(f(a, b), cotangent), (0, 1)))(
+      x, kernel) for impl, f in run.items()}
+  for g_native, g_cpu, what in zip(grads['native'], grads['cpu'], ('input', 'kernel')):
+    np.testing.assert_allclose(g_cpu, g_native, rtol=1e-4, atol=1e-4, err_msg=what)
