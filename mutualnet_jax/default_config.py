@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.width_upper = 1.0
   c.width_step = 0.05          # grid of trainable/evaluated widths: lower, lower+step, ..., upper
   c.resolutions = (224, 192, 160, 128)   # the first is the highest; others must be <= it
-  c.depthwise_impl = 'auto'    # 'auto' | 'shifted' (fast on XLA:CPU) | 'native' (TPU/GPU)
+  c.depthwise_impl = 'auto'    # 'auto' | 'shifted' (XLA:CPU forms of all convs) | 'native'
   c.sync_bn = False            # reference: per-device batch statistics (DataParallel)
 
   # Training mode: 'mutualnet' (sandwich rule x resolution), 'usnet' (sandwich rule, highest

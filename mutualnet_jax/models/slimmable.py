@@ -147,20 +147,22 @@ def _taps(xp: Array, kernel_shape, out_h: int, out_w: int, stride: int):
           for i in range(kh) for j in range(kw)]
 
 
-def dense_conv(x: Array, kernel: Array, stride: int, impl: str = 'auto') -> Array:
+def dense_conv(x: Array, kernel: Array, stride: int, impl: str) -> Array:
   """Dense convolution (kernel HWIO) with symmetric padding ``k // 2``.
 
-  Both forms run XLA's convolution forward. ``impl='cpu'`` (what 'auto' picks on CPU) adds a
-  hand-written backward pass: the kernel gradient as one 2-D matmul per tap and the input
-  gradient as a forward convolution of the dilated gradient, which XLA:CPU runs 2-5x faster
-  than the transposed convolutions autodiff emits (issue 7).
+  ``impl='native'``: XLA's convolution, forward and (autodiff) backward; what TPU/GPU and the
+  TFLite export use. ``impl='cpu'``: 1x1 kernels become a matmul over channels (forward and
+  backward ~3x faster on XLA:CPU); larger kernels keep XLA's forward but take a hand-written
+  backward pass (the kernel gradient as one 2-D matmul per tap, the input gradient as a forward
+  convolution of the dilated gradient), 2-5x faster there than the transposed convolutions
+  autodiff emits (issue 7). Both give the same numbers.
   """
-  if impl == 'auto':
-    impl = 'cpu' if jax.default_backend() == 'cpu' else 'native'
   if impl == 'native':
     return _conv(x, kernel, stride)
   if impl != 'cpu':
     raise ValueError(f'unknown convolution implementation {impl!r}')
+  if kernel.shape[:2] == (1, 1):
+    return pointwise_conv(x[:, ::stride, ::stride, :], kernel[0, 0])
   return _conv_cpu_backward(x, kernel, stride)
 
 
@@ -199,6 +201,41 @@ def _conv_cpu_backward_bwd(stride, residuals, g):
 _conv_cpu_backward.defvjp(_conv_cpu_backward_fwd, _conv_cpu_backward_bwd)
 
 
+@jax.custom_vjp
+def pointwise_conv(x: Array, kernel: Array) -> Array:
+  """1x1 convolution as a matmul over channels: ``x`` NHWC, ``kernel`` (C_in, C_out).
+
+  The backward pass works on 2-D views: autodiff of the 4-D contraction made XLA:CPU's dot
+  canonicalisation transpose the whole activation gradient for the kernel gradient (issue 7).
+  The forward stays 4-D, which TFLite's converter needs (a reshape-matmul-reshape chain became an
+  invalid rank-4 ``batch_matmul`` there).
+  """
+  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _pointwise_conv_fwd(x, kernel):
+  return pointwise_conv(x, kernel), (x, kernel)
+
+
+def _pointwise_conv_bwd(residuals, g):
+  x, kernel = residuals
+  c_in, c_out = kernel.shape
+  x2, g2 = x.reshape(-1, c_in), g.reshape(-1, c_out)
+  dx = (g2 @ kernel.T).reshape(x.shape)
+  dk = lax.dot_general(x2, g2, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
+
+
+def resolve_conv_impl(impl: str) -> str:
+  """'auto' picks the XLA:CPU forms ('cpu') on CPU and the native convolutions elsewhere."""
+  if impl == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'native'
+  return impl
+
+
 def resolve_depthwise_impl(impl: str) -> str:
   """'auto' picks shifted multiply-adds on CPU and the native grouped conv elsewhere."""
   if impl == 'auto':
@@ -212,6 +249,7 @@ class SlimConv(nn.Module):
   max_out: int
   kernel_size: int = 3
   stride: int = 1
+  impl: str = 'auto'   # 'cpu' | 'native' | 'auto' (by backend), see dense_conv
 
   @nn.compact
   def __call__(self, x: Array, out_channels: int) -> Array:
@@ -221,16 +259,7 @@ class SlimConv(nn.Module):
     _check_slice('input channels', in_channels, self.max_in, self)
     _check_slice('output channels', out_channels, self.max_out, self)
     kernel = kernel[:, :, :in_channels, :out_channels].astype(x.dtype)
-    if k == 1:
-      # A pointwise conv is a matmul over channels. Written as one, XLA:CPU runs it forward and
-      # backward ~3x faster than as a 1x1 convolution (issue 7); elsewhere it is the same op.
-      if self.stride > 1:
-        x = x[:, ::self.stride, ::self.stride, :]
-      # Flattened to 2-D first: with the spatial dims as three contracting dims, XLA:CPU's dot
-      # canonicalisation transposed the whole activation gradient for the kernel gradient.
-      n, h, w, _ = x.shape
-      return (x.reshape(n * h * w, in_channels) @ kernel[0, 0]).reshape(n, h, w, out_channels)
-    return dense_conv(x, kernel, self.stride)
+    return dense_conv(x, kernel, self.stride, resolve_conv_impl(self.impl))
 
 
 class SlimDepthwiseConv(nn.Module):
@@ -388,8 +417,11 @@ class ConvBNReLU(nn.Module):
       x = SlimDepthwiseConv(self.max_out, self.kernel_size, self.stride, self.depthwise_impl,
                             name='conv')(x)
     else:
-      x = SlimConv(self.max_in, self.max_out, self.kernel_size, self.stride, name='conv')(
-          x, out_channels)
+      # The model's depthwise choice picks the dense convs' form too: 'native' everywhere is
+      # what TPU/GPU and the TFLite export want; 'shifted' goes with the CPU forms.
+      impl = {'shifted': 'cpu', 'native': 'native'}[resolve_depthwise_impl(self.depthwise_impl)]
+      x = SlimConv(self.max_in, self.max_out, self.kernel_size, self.stride, impl,
+                   name='conv')(x, out_channels)
     x = SlimBatchNorm(self.max_out, self.axis_name, name='bn')(x, train)
     if self.activation is None:
       return x
