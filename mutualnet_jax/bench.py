@@ -398,13 +398,13 @@ def main(argv=None):
     return
   import jax
   from mutualnet_jax import parallel
-  from mutualnet_jax.models import slimmable
+  from mutualnet_jax.models import ops
   if args.cache_dir == 'none':   # also ignore $JAX_COMPILATION_CACHE_DIR: compile for real
     jax.config.update('jax_enable_compilation_cache', False)
   parallel.enable_compilation_cache(args.cache_dir)
   result = {'model': config.model, 'batch': config.global_batch_size, 'steps': args.steps,
             'resolutions': list(config.resolutions), 'width_step': config.width_step,
-            'depthwise_impl': slimmable.resolve_depthwise_impl(config.depthwise_impl),
+            'depthwise_impl': ops.resolve_depthwise_impl(config.depthwise_impl),
             'backend': jax.default_backend(), 'devices': jax.device_count(),
             'threads': threads, 'xla_flags': os.environ.get('XLA_FLAGS', '')}
   result.update(machine_info())

@@ -10,7 +10,6 @@ cases train in this process with the tiny config's kernels and the session compi
 """
 
 import glob
-import json
 import logging
 import os
 import pickle

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from mutualnet_jax.models import slimmable
+from mutualnet_jax.models import ops
 
 
 @pytest.mark.parametrize('size', [7, 8])
@@ -22,7 +22,7 @@ def test_native_and_shifted_agree_forward_and_backward(size, stride, k):
   kx, kk, kg = jax.random.split(jax.random.key(size * 100 + stride * 10 + k), 3)
   x = jax.random.normal(kx, (2, size, size + 1, 6))   # odd and even sides in one input
   kernel = jax.random.normal(kk, (k, k, 1, 6))
-  run = {impl: jax.jit(lambda a, b, impl=impl: slimmable.depthwise_conv(a, b, stride, impl))
+  run = {impl: jax.jit(lambda a, b, impl=impl: ops.depthwise_conv(a, b, stride, impl))
          for impl in ('native', 'shifted')}
   native, shifted = run['native'](x, kernel), run['shifted'](x, kernel)
   assert native.shape == shifted.shape
@@ -37,16 +37,16 @@ def test_native_and_shifted_agree_forward_and_backward(size, stride, k):
 
 def test_auto_resolves_by_backend():
   expected = 'shifted' if jax.default_backend() == 'cpu' else 'native'
-  assert slimmable.resolve_depthwise_impl('auto') == expected
-  assert slimmable.resolve_depthwise_impl('native') == 'native'
+  assert ops.resolve_depthwise_impl('auto') == expected
+  assert ops.resolve_depthwise_impl('native') == 'native'
   with pytest.raises(ValueError):
-    slimmable.depthwise_conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 2)), 1, 'bogus')
+    ops.depthwise_conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 2)), 1, 'bogus')
 
 
 def _batch_norm_reference(x, scale, bias):
   mean = jnp.mean(x, (0, 1, 2))
   var = jnp.maximum(jnp.mean(jnp.square(x), (0, 1, 2)) - jnp.square(mean), 0.0)
-  return (x - mean) * lax.rsqrt(var + slimmable.BN_EPS) * scale + bias, mean, var
+  return (x - mean) * lax.rsqrt(var + ops.BN_EPS) * scale + bias, mean, var
 
 
 def test_batch_norm_custom_gradient_matches_autodiff():
@@ -57,7 +57,7 @@ def test_batch_norm_custom_gradient_matches_autodiff():
   cts = (jax.random.normal(ks[3], x.shape), jax.random.normal(ks[4], (7,)),
          jax.random.normal(ks[5], (7,)))
   ref_out, ref_vjp = jax.vjp(_batch_norm_reference, x, scale, bias)
-  out, vjp = jax.vjp(slimmable.batch_norm_train, x, scale, bias)
+  out, vjp = jax.vjp(ops.batch_norm_train, x, scale, bias)
   for a, b in zip(out, ref_out):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   for a, b, what in zip(vjp(cts), ref_vjp(cts), ('x', 'scale', 'bias')):
@@ -70,7 +70,7 @@ def test_dense_conv_cpu_form_matches_native(size, stride, k):
   ks = jax.random.split(jax.random.key(size + 10 * stride + k), 3)
   x = jax.random.normal(ks[0], (2, size, size + 1, 3))
   kernel = jax.random.normal(ks[1], (k, k, 3, 5))
-  run = {impl: jax.jit(lambda a, b, impl=impl: slimmable.dense_conv(a, b, stride, impl))
+  run = {impl: jax.jit(lambda a, b, impl=impl: ops.dense_conv(a, b, stride, impl))
          for impl in ('native', 'cpu')}
   out = run['native'](x, kernel)
   np.testing.assert_allclose(run['cpu'](x, kernel), out, rtol=1e-5, atol=1e-5)

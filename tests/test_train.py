@@ -1,9 +1,6 @@
 """The MutualNet step and trainer (issue 3): sandwich x resolution, one all-reduce, exact resume."""
 
-import functools
-import json
 import os
-import re
 
 import jax
 import jax.numpy as jnp
