@@ -187,18 +187,18 @@ def kernel_breakdown(s, draws, repeats=3):
     out[name] = round(_median(ts), 4)
     return r
   k = s.kernels
+  copy = lambda t: jax.tree.map(lambda x: x.copy(), t)   # donated inputs: a fresh copy per run
   grads, probs, loss, ok = timed(f'teacher {teacher.width:g}/{teacher.resolution}', lambda: k.get(
       teacher)(s.state.params, s.batch[s.image_key(teacher.resolution)], s.batch['label']))
   losses, oks = [loss], [ok]
   for st in students:
-    g0 = jax.tree.map(lambda x: x.copy(), grads)
-    fresh = lambda: k.get(st)(s.state.params, jax.tree.map(lambda x: x.copy(), g0),
-                              s.batch[s.image_key(st.resolution)], probs)
+    g0 = copy(grads)
+    fresh = lambda: k.get(st)(s.state.params, copy(g0), s.batch[s.image_key(st.resolution)],
+                              probs)
     grads, loss, ok = timed(f'student {st.width:g}/{st.resolution}', fresh)
     losses.append(loss)
     oks.append(ok)
   state0 = s.state
-  copy = lambda t: jax.tree.map(lambda x: x.copy(), t)
   timed('update', lambda: k.update(len(d))(copy(state0), copy(grads), tuple(losses), tuple(oks)))
   return out
 

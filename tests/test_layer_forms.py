@@ -39,6 +39,10 @@ def test_auto_resolves_by_backend():
   expected = 'shifted' if jax.default_backend() == 'cpu' else 'native'
   assert ops.resolve_depthwise_impl('auto') == expected
   assert ops.resolve_depthwise_impl('native') == 'native'
+  # Dense convs follow the depthwise choice: CPU forms with 'shifted', XLA's own otherwise.
+  assert ops.resolve_conv_impl('auto') == ('cpu' if expected == 'shifted' else 'native')
+  assert ops.resolve_conv_impl('shifted') == 'cpu'
+  assert ops.resolve_conv_impl('native') == 'native'
   with pytest.raises(ValueError):
     ops.depthwise_conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 2)), 1, 'bogus')
 

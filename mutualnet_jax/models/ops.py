@@ -155,7 +155,7 @@ def _conv_cpu_backward_fwd(x, kernel, stride):
 def _conv_cpu_backward_bwd(stride, residuals, g):
   x, kernel = residuals
   kh, kw, c_in, c_out = kernel.shape
-  n, h, w, _ = x.shape
+  _, h, w, _ = x.shape
   ho, wo = g.shape[1:3]
   g2 = g.reshape(-1, c_out)
   dk = jnp.stack([lax.dot_general(t.reshape(-1, c_in), g2, (((0,), (0,)), ((), ())),
@@ -197,11 +197,10 @@ def _pointwise_conv_bwd(residuals, g):
 pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
 
 
-def resolve_conv_impl(impl: str) -> str:
-  """'auto' picks the XLA:CPU forms ('cpu') on CPU and the native convolutions elsewhere."""
-  if impl == 'auto':
-    return 'cpu' if jax.default_backend() == 'cpu' else 'native'
-  return impl
+def resolve_conv_impl(depthwise_impl: str) -> str:
+  """The dense convs' form that goes with a model's depthwise choice: the XLA:CPU forms ('cpu')
+  with 'shifted', XLA's convolutions ('native', what TPU/GPU and the TFLite export use) else."""
+  return 'cpu' if resolve_depthwise_impl(depthwise_impl) == 'shifted' else 'native'
 
 
 def resolve_depthwise_impl(impl: str) -> str:

@@ -54,7 +54,7 @@ class SlimConv(nn.Module):
   max_out: int
   kernel_size: int = 3
   stride: int = 1
-  impl: str = 'auto'   # 'cpu' | 'native' | 'auto' (by backend), see dense_conv
+  impl: str = 'native'   # 'cpu' | 'native', see ops.dense_conv
 
   @nn.compact
   def __call__(self, x: Array, out_channels: int) -> Array:
@@ -64,7 +64,7 @@ class SlimConv(nn.Module):
     _check_slice('input channels', in_channels, self.max_in, self)
     _check_slice('output channels', out_channels, self.max_out, self)
     kernel = kernel[:, :, :in_channels, :out_channels].astype(x.dtype)
-    return ops.dense_conv(x, kernel, self.stride, ops.resolve_conv_impl(self.impl))
+    return ops.dense_conv(x, kernel, self.stride, self.impl)
 
 
 class SlimDepthwiseConv(nn.Module):
@@ -124,23 +124,15 @@ class SlimBatchNorm(nn.Module):
     reduce_axes = tuple(range(x.ndim - 1))
     if train and self.axis_name is None:
       y, mean, var = ops.batch_norm_train(x, scale, bias)
-      if self.is_mutable_collection(BATCH_STATS):
-        count = x.size // c
-        self.put_variable(BATCH_STATS, 'mean', mean)
-        self.put_variable(BATCH_STATS, 'var', var * count / max(count - 1, 1))
+      self._store_statistics(mean, var, x.size // c)
       return y
     if train:
       xf = x.astype(jnp.float32)
       mean = jnp.mean(xf, reduce_axes)
       mean_sq = jnp.mean(jnp.square(xf), reduce_axes)
-      count = x.size // c
       mean, mean_sq = lax.pmean((mean, mean_sq), self.axis_name)
-      count = count * lax.psum(1, self.axis_name)
       var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
-      if self.is_mutable_collection(BATCH_STATS):
-        unbiased = var * count / max(count - 1, 1)
-        self.put_variable(BATCH_STATS, 'mean', mean)
-        self.put_variable(BATCH_STATS, 'var', unbiased)
+      self._store_statistics(mean, var, x.size // c * lax.psum(1, self.axis_name))
     else:
       if not self.has_variable(BATCH_STATS, 'mean'):
         raise MissingStatisticsError(
@@ -155,6 +147,12 @@ class SlimBatchNorm(nn.Module):
             f'{c}: they were calibrated for another width.')
     inv = lax.rsqrt(var + BN_EPS) * scale
     return ((x.astype(jnp.float32) - mean) * inv + bias).astype(x.dtype)
+
+  def _store_statistics(self, mean: Array, biased_var: Array, count) -> None:
+    """Batch mean and unbiased variance into ``batch_stats``, when that is mutable."""
+    if self.is_mutable_collection(BATCH_STATS):
+      self.put_variable(BATCH_STATS, 'mean', mean)
+      self.put_variable(BATCH_STATS, 'var', biased_var * count / max(count - 1, 1))
 
   def path_str(self) -> str:
     return '/'.join(self.scope.path) if self.scope is not None else self.name
@@ -183,12 +181,8 @@ class ConvBNReLU(nn.Module):
       x = SlimDepthwiseConv(self.max_out, self.kernel_size, self.stride, self.depthwise_impl,
                             name='conv')(x)
     else:
-      # The model's depthwise choice picks the dense convs' form too: 'native' everywhere is
-      # what TPU/GPU and the TFLite export want; 'shifted' goes with the CPU forms.
-      depthwise = ops.resolve_depthwise_impl(self.depthwise_impl)
-      impl = {'shifted': 'cpu', 'native': 'native'}[depthwise]
-      x = SlimConv(self.max_in, self.max_out, self.kernel_size, self.stride, impl,
-                   name='conv')(x, out_channels)
+      x = SlimConv(self.max_in, self.max_out, self.kernel_size, self.stride,
+                   ops.resolve_conv_impl(self.depthwise_impl), name='conv')(x, out_channels)
     x = SlimBatchNorm(self.max_out, self.axis_name, name='bn')(x, train)
     if self.activation is None:
       return x
