@@ -134,8 +134,7 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
   width_upper, eval_width_step)`` x ``config.resolutions``).
   """
   from mutualnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(config)
-  parallel.enable_compilation_cache(config.get('compilation_cache_dir', ''))
+  parallel.start(config)
   mesh = parallel.create_mesh()
   model, params, meta, step = restore(config, workdir)
   params = jax.device_put(params, NamedSharding(mesh, P()))

@@ -5,7 +5,22 @@ import os
 import jax
 from absl import logging
 
+from mutualnet_jax import cpu_runtime
+
 DATA = 'data'
+
+
+def start(config) -> None:
+  """Process start-up, in the order JAX needs it; the trainer and the evaluator call it first.
+
+  CPU dispatch mode and ``jax.distributed.initialize`` before anything starts the backends,
+  then host-memory tuning (CPU only) and the persistent compilation cache.
+  """
+  tune_cpu = config.get('tune_cpu_runtime', True)
+  cpu_runtime.prepare(tune_cpu)
+  initialize_distributed(config)
+  cpu_runtime.tune_host_memory(tune_cpu)
+  enable_compilation_cache(config.get('compilation_cache_dir', ''))
 
 
 def initialize_distributed(config) -> None:

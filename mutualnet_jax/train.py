@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mutualnet_jax import checkpointing
 from mutualnet_jax import config_validation
+from mutualnet_jax import cpu_runtime
 from mutualnet_jax import input_pipeline
 from mutualnet_jax import models
 from mutualnet_jax import optim
@@ -110,9 +111,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   preemption would), which tests use to check exact resumption.
   """
   # --- Set-up: processes, config checks before anything compiles.
-  parallel.initialize_distributed(config)
+  parallel.start(config)
   config_validation.validate(config, jax.device_count())
-  parallel.enable_compilation_cache(config.compilation_cache_dir)
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
@@ -149,8 +149,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
 
   # --- Kernels: one compiled program per subnet, compiled ahead on background threads.
   subnets_per_step = len(sandwich.draw_subnets(config, 0))
-  kernels = train_step.StepKernels(model, optimizer, mesh, jax.eval_shape(lambda: params),
-                                   config.global_batch_size, config.num_classes)
+  kernels = train_step.StepKernels(
+      model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
+      config.num_classes, compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime))
   kernels.precompile(sandwich.draw_subnets(config, start_step), subnets_per_step)
   if config.precompile_grid:
     kernels.precompile(sandwich.all_subnets(config), subnets_per_step)

@@ -19,7 +19,7 @@ import concurrent.futures
 import functools
 import threading
 import time
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax
 import jax
@@ -29,6 +29,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mutualnet_jax import cpu_runtime
 from mutualnet_jax.sandwich import Subnet
 
 DATA = 'data'
@@ -97,12 +98,16 @@ class StepKernels:
 
   ``get(subnet)`` returns the subnet's compiled program, compiling on first use;
   ``precompile(subnets)`` compiles ahead of use on background threads, so the first steps do not
-  wait for the whole grid. ``compiled`` lists the subnets compiled so far.
+  wait for the whole grid. ``compiled`` lists the subnets compiled so far. ``compiler_options``
+  go to XLA with every kernel; None means :func:`cpu_runtime.compiler_options`.
   """
 
   def __init__(self, model, optimizer, mesh, params_shape, batch_per_step: int,
-               num_classes: int, max_workers: int = 2):
+               num_classes: int, max_workers: int = 2,
+               compiler_options: Optional[Dict[str, str]] = None):
     self.model, self.optimizer, self.mesh = model, optimizer, mesh
+    self.compiler_options = (cpu_runtime.compiler_options() if compiler_options is None
+                             else dict(compiler_options))
     self.batch, self.num_classes = batch_per_step, num_classes
     self.n_dev = mesh.devices.size
     rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA))
@@ -127,6 +132,9 @@ class StepKernels:
     return jax.shard_map(f, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
                          check_vma=False)
 
+  def _jit(self, f, **kw):
+    return jax.jit(f, compiler_options=self.compiler_options or None, **kw)
+
   def _build(self, key):
     kind = key[0]
     lead = lambda t: jax.tree.map(lambda x: x[None], t)   # per-device value -> (1, ...)
@@ -137,7 +145,7 @@ class StepKernels:
       def f(params, images, labels):
         g, probs, loss, ok = body(params, images, labels)
         return lead(g), probs, loss[None], ok[None]
-      fn = jax.jit(self._shard_map(f, (P(), P(DATA), P(DATA)), P(DATA)))
+      fn = self._jit(self._shard_map(f, (P(), P(DATA), P(DATA)), P(DATA)))
       args = (self._params, self._images(res), self._labels)
     elif kind == 'student':
       _, width, res = key
@@ -145,8 +153,8 @@ class StepKernels:
       def f(params, grads_acc, images, probs):
         g, loss, ok = body(params, unlead(grads_acc), images, probs)
         return lead(g), loss[None], ok[None]
-      fn = jax.jit(self._shard_map(f, (P(), P(DATA), P(DATA), P(DATA)), P(DATA)),
-                   donate_argnums=(1,))
+      fn = self._jit(self._shard_map(f, (P(), P(DATA), P(DATA), P(DATA)), P(DATA)),
+                     donate_argnums=(1,))
       args = (self._params, self._grads, self._images(res), self._probs)
     else:
       _, n = key
@@ -161,7 +169,7 @@ class StepKernels:
       state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
       # Only the state is donated: the (n_dev, ...) gradients match no output, so XLA could not
       # alias them and JAX warned 'Some donated buffers were not usable'.
-      fn = jax.jit(f, donate_argnums=(0,))
+      fn = self._jit(f, donate_argnums=(0,))
       args = (state, self._grads, (self._scalar,) * n, (self._ok,) * n)
     t0 = time.perf_counter()
     compiled = fn.lower(*args).compile()

@@ -1,0 +1,103 @@
+"""XLA:CPU runtime settings that roughly halve the training step on CPU (issue 7).
+
+Measured on the full-width MobileNet v1 teacher (batch 32, 224 px, 2 cores; BENCHMARKS.md):
+
+1. **Host memory that stays mapped.** Each execution of a compiled kernel allocates its
+   temporaries (about 2 GB for that teacher) and frees them afterwards. glibc returns
+   allocations that large to the kernel (``mmap``/``munmap``), so every step page-faulted 2 GB
+   back in: 520,000 minor faults and 1 s of system time per teacher execution, 40% of its wall
+   time. ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, -1)`` make glibc keep and
+   reuse that memory instead, so the process holds on to its peak.
+2. **Synchronous dispatch on CPU.** With JAX's asynchronous CPU dispatch, a kernel runs (and
+   allocates) on a worker thread whose glibc arena still maps large blocks with ``mmap``,
+   whatever (1) says. Run synchronously, it allocates from the main arena that (1) tunes. The
+   training loop loses nothing: on CPU the host and the "device" are the same cores.
+3. **YNNPACK fusions for dots and reductions** (``xla_cpu_experimental_ynn_fusion_type``):
+   dots take their elementwise neighbours into one multi-threaded YNNPACK kernel, and
+   reductions (the batch-norm moments and sums) run multi-threaded. XLA's default fuses only
+   the bare dots; batch norm's reductions then ran on one core.
+
+(2) must happen before JAX creates its CPU client: the trainer, the evaluator and the benchmark
+call :func:`prepare` first thing and :func:`tune_host_memory` once the backends are up. None of
+this applies to TPU or GPU kernels; TPU hosts keep glibc's defaults.
+"""
+
+import ctypes
+import functools
+import sys
+from typing import Dict
+
+import jax
+from absl import logging
+
+YNN_FUSION_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
+YNN_FUSION_TYPES = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def prepare(enabled: bool = True) -> None:
+  """Synchronous CPU dispatch. Call before anything starts JAX's backends.
+
+  If they were already started (a notebook that ran JAX first), dispatch stays asynchronous and
+  the log says so. Does not start the backends itself (``jax.distributed.initialize`` must
+  come first on a pod).
+  """
+  if not enabled:
+    return
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  if not xla_bridge.backends_are_initialized():
+    jax.config.update('jax_cpu_enable_async_dispatch', False)
+  elif jax.default_backend() == 'cpu' and _async_dispatch():
+    logging.warning('JAX was started before mutualnet_jax could make CPU dispatch synchronous; '
+                    'training steps on CPU will be slower (see mutualnet_jax.cpu_runtime).')
+
+
+def tune_host_memory(enabled: bool = True) -> None:
+  """On the CPU backend, glibc keeps freed host memory for reuse (after :func:`prepare`)."""
+  if enabled and jax.default_backend() == 'cpu':
+    keep_host_memory_mapped()
+
+
+def _async_dispatch() -> bool:
+  return bool(jax.config.read('jax_cpu_enable_async_dispatch'))
+
+
+@functools.lru_cache(maxsize=None)
+def keep_host_memory_mapped() -> bool:
+  """glibc: serve large allocations from the heap and never give freed memory back.
+
+  True when applied (Linux with glibc), False elsewhere (other allocators need no help or
+  expose no such knob).
+  """
+  if not sys.platform.startswith('linux'):
+    return False
+  try:
+    libc = ctypes.CDLL('libc.so.6')
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, -1) == 1
+  logging.info('glibc keeps freed host memory mapped: %s', ok)
+  return ok
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_options(enabled: bool = True) -> Dict[str, str]:
+  """XLA compile options for the training kernels: YNNPACK fusions on CPU, none elsewhere.
+
+  Checked once against the installed XLA (the option is experimental): if it refuses the
+  option, kernels compile with XLA's defaults.
+  """
+  if not enabled or jax.default_backend() != 'cpu':
+    return {}
+  options = {YNN_FUSION_OPTION: YNN_FUSION_TYPES}
+  try:
+    jax.jit(lambda x: x @ x, compiler_options=options).lower(
+        jax.ShapeDtypeStruct((8, 8), 'float32')).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('XLA refused %s=%s (%s); CPU kernels use its default fusions.',
+                    YNN_FUSION_OPTION, YNN_FUSION_TYPES, str(e).splitlines()[0])
+    return {}
+  return options
