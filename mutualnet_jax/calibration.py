@@ -31,15 +31,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mutualnet_jax import parallel
 from mutualnet_jax.models.slimmable import BATCH_STATS
+from mutualnet_jax.sandwich import image_key
 
 Array = Any
 _SEP = '/'
 _kernels: Dict[Any, Callable] = {}
 _kernels_lock = threading.Lock()
-
-
-def image_key(r: int) -> str:
-  return 'image_%d' % r
 
 
 def _synced(model):

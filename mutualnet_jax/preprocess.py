@@ -9,15 +9,12 @@ import math
 
 import tensorflow as tf
 
+from mutualnet_jax.sandwich import image_key
+
 MEAN_RGB = (0.485, 0.456, 0.406)
 STDDEV_RGB = (0.229, 0.224, 0.225)
 _GRAY = (0.299, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 _ATTEMPTS = 10
-
-
-def image_key(r: int) -> str:
-  """Batch key of the images at resolution r."""
-  return 'image_%d' % r
 
 
 def sample_crop_window(shape, seed, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)):

@@ -30,6 +30,11 @@ class Subnet:
     return f'{"teacher " if self.teacher else ""}width={self.width:g} resolution={self.resolution}'
 
 
+def image_key(resolution: int) -> str:
+  """The key of a batch's images at ``resolution`` (a batch holds one entry per resolution)."""
+  return 'image_%d' % resolution
+
+
 def width_grid(lower: float, upper: float, step: float) -> Tuple[float, ...]:
   """``lower, lower + step, ..., upper`` (upper always included), rounded to stable floats."""
   if not 0 < lower <= upper:
