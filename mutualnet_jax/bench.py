@@ -42,6 +42,9 @@ def parse_args(argv=None):
   p.add_argument('--cache-dir', default='none',
                  help="persistent compilation cache of the timed run ('none': off, so compile_s "
                       'is a real compile); the first-step children always use a fresh one')
+  p.add_argument('--no-tune-cpu', action='store_true',
+                 help='XLA:CPU defaults instead of cpu_runtime (async dispatch, glibc defaults, '
+                      "XLA's default fusions), for before/after numbers")
   p.add_argument('--compare-torch', action='store_true')
   p.add_argument('--no-first-step', action='store_true', help='skip the cold/warm children')
   p.add_argument('--breakdown', action='store_true', help='also time each kernel of a step')
@@ -49,7 +52,9 @@ def parse_args(argv=None):
                  help='measure compiling all_subnets: sequential vs 2 threads, cold vs warm')
   p.add_argument('--json', action='store_true', help='print only the one-line JSON result')
   # Internal: what the child processes run.
-  p.add_argument('--child', default='', choices=('', 'first_step', 'compile'),
+  p.add_argument('--child', default='', choices=('', 'first_step', 'compile', 'torch'),
+                 help=argparse.SUPPRESS)
+  p.add_argument('--torch-allocator', default='default', choices=('default', 'tuned'),
                  help=argparse.SUPPRESS)
   p.add_argument('--t0', type=float, default=0.0, help=argparse.SUPPRESS)
   p.add_argument('--workers', type=int, default=2, help=argparse.SUPPRESS)
@@ -84,7 +89,21 @@ def make_config(args):
     c.num_classes = args.num_classes
   if args.depthwise_impl:
     c.depthwise_impl = args.depthwise_impl
+  c.compilation_cache_dir = args.cache_dir
+  c.tune_cpu_runtime = not args.no_tune_cpu
   return c
+
+
+def synthetic_batch(config):
+  """One host batch, the same in every process: images at each resolution and labels."""
+  import numpy as np
+  from mutualnet_jax import sandwich
+  rng = np.random.default_rng(0)
+  b = config.global_batch_size
+  host = {sandwich.image_key(int(r)): rng.standard_normal((b, r, r, 3), np.float32)
+          for r in config.resolutions}
+  host['label'] = rng.integers(0, config.num_classes, b).astype(np.int32)
+  return host
 
 
 class Setup:
@@ -92,9 +111,8 @@ class Setup:
 
   def __init__(self, config, max_workers=2):
     import jax
-    import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from mutualnet_jax import optim, parallel, preprocess, train, train_step
+    from mutualnet_jax import cpu_runtime, optim, parallel, sandwich, train, train_step
     self.config = config
     self.mesh = parallel.create_mesh()
     self.model = train.create_model(config)
@@ -103,18 +121,12 @@ class Setup:
     self.optimizer = optim.create_optimizer(config, schedule)
     rep, shard = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(parallel.DATA))
     self.state = jax.device_put(train_step.create_train_state(params, self.optimizer), rep)
-    self.kernels = train_step.StepKernels(self.model, self.optimizer, self.mesh,
-                                          jax.eval_shape(lambda: params),
-                                          config.global_batch_size, config.num_classes,
-                                          max_workers=max_workers)
-    rng = np.random.default_rng(0)
-    b = config.global_batch_size
-    host = {preprocess.image_key(int(r)): rng.standard_normal((b, r, r, 3), np.float32)
-            for r in config.resolutions}
-    host['label'] = rng.integers(0, config.num_classes, b).astype(np.int32)
-    self.host_batch = host
-    self.batch = jax.device_put(host, shard)
-    self.image_key = preprocess.image_key
+    self.kernels = train_step.StepKernels(
+        self.model, self.optimizer, self.mesh, jax.eval_shape(lambda: params),
+        config.global_batch_size, config.num_classes, max_workers=max_workers,
+        compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime))
+    self.batch = jax.device_put(synthetic_batch(config), shard)
+    self.image_key = sandwich.image_key
 
   def step(self, subnets):
     from mutualnet_jax import train_step
@@ -248,12 +260,14 @@ def torch_model(config):
   return TinyV1(**kw)
 
 
-def time_torch(config, draws, host_batch, threads: int):
-  """Median seconds of the same step in PyTorch on CPU."""
+def time_torch(config, steps: int, threads: int):
+  """Median seconds of the same step in PyTorch on CPU: same draws, batch, losses and update."""
   import numpy as np
   import torch
   import torch.nn.functional as F
-  from mutualnet_jax import preprocess, torch_models
+  from mutualnet_jax import sandwich, torch_models
+  draws = [sandwich.draw_subnets(config, t) for t in range(steps)]
+  host_batch = synthetic_batch(config)
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   model = torch_model(config)
@@ -270,7 +284,7 @@ def time_torch(config, draws, host_batch, threads: int):
                          {'params': no_decay, 'weight_decay': 0.0}], lr=lr,
                         momentum=config.momentum, nesterov=config.nesterov)
   images = {r: torch.from_numpy(np.ascontiguousarray(
-      host_batch[preprocess.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}
+      host_batch[sandwich.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}
   labels = torch.from_numpy(host_batch['label'].astype(np.int64))
 
   def step(subnets):
@@ -284,7 +298,6 @@ def time_torch(config, draws, host_batch, threads: int):
       F.kl_div(log_p, probs, reduction='batchmean').backward()
     opt.step()
 
-  log('torch warm-up step')
   step(draws[0])   # warm-up
   times = []
   for d in draws:
@@ -296,6 +309,28 @@ def time_torch(config, draws, host_batch, threads: int):
           'torch_threads': torch.get_num_threads(), 'torch_version': torch.__version__}
 
 
+def torch_children(args):
+  """The PyTorch step in two fresh processes (no JAX in them): as PyTorch runs by default, and
+  with the glibc settings ``cpu_runtime`` gives JAX, which speed PyTorch up just as much."""
+  out = {}
+  for allocator in ('default', 'tuned'):
+    log(f'torch child, {allocator} glibc allocator')
+    r = _run_child(_child_cmd(args, 'torch', 'none', ['--steps', str(args.steps),
+                                                       '--torch-allocator', allocator]))
+    suffix = '' if allocator == 'default' else '_tuned_allocator'
+    out.update({k.replace('torch_step', 'torch' + suffix + '_step') if k.startswith('torch_step')
+                else k: v for k, v in r.items()})
+  return out
+
+
+def child_torch(args, config):
+  if args.torch_allocator == 'tuned':
+    from mutualnet_jax import cpu_runtime   # imports JAX, but runs nothing on it
+    if not cpu_runtime.keep_host_memory_mapped():
+      raise RuntimeError('could not tune the glibc allocator on this platform')
+  return time_torch(config, args.steps, args.threads)
+
+
 def _child_cmd(args, child, cache_dir, extra=()):
   cmd = [sys.executable, '-m', 'mutualnet_jax.bench', '--child', child, '--model', args.model,
          '--batch', str(args.batch), '--cache-dir', cache_dir, '--threads', str(args.threads)]
@@ -304,6 +339,8 @@ def _child_cmd(args, child, cache_dir, extra=()):
                   ('--depthwise-impl', args.depthwise_impl)):
     if v:
       cmd += [flag, str(v)]
+  if args.no_tune_cpu:
+    cmd.append('--no-tune-cpu')
   return cmd + list(extra)
 
 
@@ -330,7 +367,7 @@ def child_first_step(args, config):
   """What a (re)started training run does before its first step, as train.py orders it."""
   import jax
   from mutualnet_jax import parallel, sandwich
-  parallel.enable_compilation_cache(args.cache_dir)
+  parallel.start(config)
   s = Setup(config)
   subnets = sandwich.draw_subnets(config, 0)
   s.kernels.precompile(subnets, len(subnets))
@@ -347,7 +384,7 @@ def child_first_step(args, config):
 def child_compile(args, config):
   """Compile every kernel of the grid with ``--workers`` threads; wall and summed seconds."""
   from mutualnet_jax import parallel, sandwich
-  parallel.enable_compilation_cache(args.cache_dir)
+  parallel.start(config)
   s = Setup(config, max_workers=args.workers)
   grid = sandwich.all_subnets(config)
   n = len(sandwich.draw_subnets(config, 0))
@@ -396,12 +433,15 @@ def main(argv=None):
   if args.child == 'compile':
     print(json.dumps(child_compile(args, config)))
     return
+  if args.child == 'torch':
+    print(json.dumps(child_torch(args, config)))
+    return
   import jax
   from mutualnet_jax import parallel
   from mutualnet_jax.models import ops
   if args.cache_dir == 'none':   # also ignore $JAX_COMPILATION_CACHE_DIR: compile for real
     jax.config.update('jax_enable_compilation_cache', False)
-  parallel.enable_compilation_cache(args.cache_dir)
+  parallel.start(config)
   result = {'model': config.model, 'batch': config.global_batch_size, 'steps': args.steps,
             'resolutions': list(config.resolutions), 'width_step': config.width_step,
             'depthwise_impl': ops.resolve_depthwise_impl(config.depthwise_impl),
@@ -419,10 +459,12 @@ def main(argv=None):
       result['kernel_s'] = kernel_breakdown(s, draws)
     result['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     s.kernels.close()
-    if args.compare_torch:
-      result.update(time_torch(config, draws, s.host_batch, threads))
-      result['speedup_vs_torch'] = round(result['torch_step_s'] / result['step_s'], 3)
     del s
+    if args.compare_torch:
+      result.update(torch_children(args))
+      result['speedup_vs_torch'] = round(result['torch_step_s'] / result['step_s'], 3)
+      result['speedup_vs_torch_tuned_allocator'] = round(
+          result['torch_tuned_allocator_step_s'] / result['step_s'], 3)
     if not args.no_first_step:
       result.update(first_step_children(args))
       result['warm_over_cold'] = round(result['warm_first_step_s'] / result['first_step_s'], 3)

@@ -39,3 +39,8 @@ def test_bench_tiny_reports_step_compile_first_step_and_torch():
   assert all(d[0] == [1.0, 8] for d in r['subnets']) and len(r['subnets']) == 2
   assert r['torch_step_s'] > 0 and r['torch_threads'] == r['threads']
   assert r['speedup_vs_torch'] == pytest.approx(r['torch_step_s'] / r['step_s'], rel=0.01)
+  # PyTorch again, with the glibc settings cpu_runtime gives JAX (the like-for-like ratio).
+  assert r['torch_tuned_allocator_step_s'] > 0
+  assert len(r['torch_tuned_allocator_step_times_s']) == 2
+  assert r['speedup_vs_torch_tuned_allocator'] == pytest.approx(
+      r['torch_tuned_allocator_step_s'] / r['step_s'], rel=0.01)
