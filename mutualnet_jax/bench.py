@@ -94,6 +94,9 @@ def make_config(args):
   return c
 
 
+SCHEDULE = (10_000, 1_000)   # total steps, steps per epoch of the learning-rate schedule
+
+
 def synthetic_batch(config):
   """One host batch, the same in every process: images at each resolution and labels."""
   import numpy as np
@@ -112,19 +115,20 @@ class Setup:
   def __init__(self, config, max_workers=2):
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from mutualnet_jax import cpu_runtime, optim, parallel, sandwich, train, train_step
+    from mutualnet_jax import cpu_runtime, models, optim, parallel, sandwich, train_step
     self.config = config
     self.mesh = parallel.create_mesh()
-    self.model = train.create_model(config)
-    params = train.init_params(self.model, config)
-    schedule = optim.learning_rate_schedule(config, 10_000, 1_000)
+    self.model = models.from_config(config)
+    params = models.init_params(self.model, config)
+    schedule = optim.learning_rate_schedule(config, *SCHEDULE)
     self.optimizer = optim.create_optimizer(config, schedule)
     rep, shard = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(parallel.DATA))
     self.state = jax.device_put(train_step.create_train_state(params, self.optimizer), rep)
     self.kernels = train_step.StepKernels(
         self.model, self.optimizer, self.mesh, jax.eval_shape(lambda: params),
         config.global_batch_size, config.num_classes, max_workers=max_workers,
-        compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime))
+        compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime),
+        cache_tag=optim.describe(config, *SCHEDULE))
     self.batch = jax.device_put(synthetic_batch(config), shard)
     self.image_key = sandwich.image_key
 

@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mutualnet_jax import calibration
 from mutualnet_jax import checkpointing
 from mutualnet_jax import flops
+from mutualnet_jax import models
 from mutualnet_jax import parallel
 from mutualnet_jax import query_table
 from mutualnet_jax import sandwich
@@ -100,10 +101,9 @@ def _eval_set_bytes(config, num_examples: int) -> int:
 
 def restore(config, workdir: str):
   """(model, params, meta, step) of the newest checkpoint, checked against the config."""
-  from mutualnet_jax import train  # pylint: disable=g-import-not-at-top
   params, meta, step = checkpointing.restore_params(workdir)
   checkpointing.check_compatible(meta, checkpointing.run_metadata(config), workdir)
-  model = train.create_model(config)
+  model = models.from_config(config)
   want = jax.tree.map(jnp.shape, jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), width=config.width_upper,
                          train=True)['params']))

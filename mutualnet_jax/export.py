@@ -161,10 +161,10 @@ def _stats_for(workdir, params, meta, step, width, resolution, config):
     raise SystemExit(f'error: no statistics calibrated for width {width:g} at resolution '
                      f'{resolution} of checkpoint step {step} in {workdir}/bn_stats; pass '
                      '--config so they can be calibrated.')
-  from mutualnet_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax import parallel  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
   checkpointing.check_compatible(meta, checkpointing.run_metadata(config), workdir)
-  model = train.create_model(config)
+  model = models.from_config(config)
   return calibration.cached_calibration(
       workdir, model, params, width, resolution, mesh, tag=tag,
       batches_fn=lambda: calibration.to_device(

@@ -7,6 +7,8 @@ leaves named ``kernel``; depthwise kernels are named ``depthwise_kernel`` and BN
 biases are excluded.
 """
 
+import json
+
 import jax
 import optax
 
@@ -29,3 +31,10 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
       optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
       optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
   )
+
+
+def describe(config, total_steps: int, steps_per_epoch: int) -> str:
+  """Identifies the optimiser ``create_optimizer(config, learning_rate_schedule(config, total_steps,
+  steps_per_epoch))`` builds: the whole config and the schedule's length (``kernel_cache`` keys
+  the update kernel, which bakes them in, on it; fields that do not matter only cost misses)."""
+  return json.dumps([config.to_dict(), total_steps, steps_per_epoch], sort_keys=True, default=str)

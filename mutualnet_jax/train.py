@@ -36,20 +36,6 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-def create_model(config, axis_name: Optional[str] = None):
-  return models.create(config.model, num_classes=config.num_classes,
-                       max_width=config.width_upper, min_width=config.width_lower,
-                       depthwise_impl=config.depthwise_impl, axis_name=axis_name)
-
-
-def init_params(model, config):
-  """Parameters at the largest width; deterministic in ``config.seed``, computed on the host."""
-  r = int(config.resolutions[0])
-  init = jax.jit(lambda key: model.init(key, jnp.zeros((1, r, r, 3)), width=config.width_upper,
-                                        train=True)['params'], backend='cpu')
-  return init(jax.random.key(config.seed))
-
-
 def load_pretrained(params, config):
   """Transfer learning (Sec. 4.2): take a checkpoint's parameters, except a mismatched head."""
   pretrained, meta, step = checkpointing.restore_params(config.init_checkpoint)
@@ -125,8 +111,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   total_steps, steps_per_epoch = steps_for(config, num_train)
 
   # --- Model and optimiser.
-  model = create_model(config, axis_name=parallel.DATA if config.sync_bn else None)
-  params = init_params(model, config)
+  model = models.from_config(config, axis_name=parallel.DATA if config.sync_bn else None)
+  params = models.init_params(model, config)
   if config.init_checkpoint:
     params = load_pretrained(params, config)
   schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
@@ -151,7 +137,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   subnets_per_step = len(sandwich.draw_subnets(config, 0))
   kernels = train_step.StepKernels(
       model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
-      config.num_classes, compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime))
+      config.num_classes, compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime),
+      cache_tag=optim.describe(config, total_steps, steps_per_epoch))
   kernels.precompile(sandwich.draw_subnets(config, start_step), subnets_per_step)
   if config.precompile_grid:
     kernels.precompile(sandwich.all_subnets(config), subnets_per_step)

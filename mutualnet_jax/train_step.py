@@ -30,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mutualnet_jax import cpu_runtime
+from mutualnet_jax import kernel_cache
 from mutualnet_jax.sandwich import Subnet
 
 DATA = 'data'
@@ -100,11 +101,17 @@ class StepKernels:
   ``precompile(subnets)`` compiles ahead of use on background threads, so the first steps do not
   wait for the whole grid. ``compiled`` lists the subnets compiled so far. ``compiler_options``
   go to XLA with every kernel; None means :func:`cpu_runtime.compiler_options`.
+
+  ``cache_tag`` describes the optimiser (and anything else a kernel depends on beyond the model
+  and its arguments, e.g. the config and schedule length): with it, kernels are also kept as
+  exported modules beside JAX's persistent cache (:mod:`kernel_cache`), so a restarted run skips
+  tracing them. Without it, nothing is written.
   """
 
   def __init__(self, model, optimizer, mesh, params_shape, batch_per_step: int,
                num_classes: int, max_workers: int = 2,
-               compiler_options: Optional[Dict[str, str]] = None):
+               compiler_options: Optional[Dict[str, str]] = None,
+               cache_tag: Optional[str] = None):
     self.model, self.optimizer, self.mesh = model, optimizer, mesh
     self.compiler_options = (cpu_runtime.compiler_options() if compiler_options is None
                              else dict(compiler_options))
@@ -125,6 +132,10 @@ class StepKernels:
     self._lock = threading.Lock()
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
     self.compile_seconds: Dict[Tuple, float] = {}
+    tag = None if cache_tag is None else repr((
+        cache_tag, self.model, batch_per_step, num_classes, sorted(self.compiler_options.items()),
+        mesh.axis_names, mesh.devices.shape, [d.id for d in mesh.devices.flat]))
+    self.kernel_cache = kernel_cache.KernelCache(kernel_cache.default_directory(), tag)
 
   def _shard_map(self, f, in_specs, out_specs):
     # check_vma=False: the parameters are replicated but the per-device gradients are *not*
@@ -132,10 +143,17 @@ class StepKernels:
     return jax.shard_map(f, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
                          check_vma=False)
 
-  def _jit(self, f, **kw):
-    return jax.jit(f, compiler_options=self.compiler_options or None, **kw)
-
   def _build(self, key):
+    fn, args, out, donate = self._kernel(key)
+    t0 = time.perf_counter()
+    compiled = self.kernel_cache.compile(repr(key), fn, args, jax.tree.structure(out),
+                                         donate_argnums=donate,
+                                         compiler_options=self.compiler_options)
+    self.compile_seconds[key] = time.perf_counter() - t0
+    return compiled
+
+  def _kernel(self, key):
+    """The kernel's function, abstract arguments, abstract result and donated arguments."""
     kind = key[0]
     lead = lambda t: jax.tree.map(lambda x: x[None], t)   # per-device value -> (1, ...)
     unlead = lambda t: jax.tree.map(lambda x: x[0], t)
@@ -145,36 +163,33 @@ class StepKernels:
       def f(params, images, labels):
         g, probs, loss, ok = body(params, images, labels)
         return lead(g), probs, loss[None], ok[None]
-      fn = self._jit(self._shard_map(f, (P(), P(DATA), P(DATA)), P(DATA)))
-      args = (self._params, self._images(res), self._labels)
-    elif kind == 'student':
+      fn = self._shard_map(f, (P(), P(DATA), P(DATA)), P(DATA))
+      return (fn, (self._params, self._images(res), self._labels),
+              (self._grads, self._probs, self._scalar, self._ok), ())
+    if kind == 'student':
       _, width, res = key
       body = functools.partial(student_step, model=self.model, width=width)
       def f(params, grads_acc, images, probs):
         g, loss, ok = body(params, unlead(grads_acc), images, probs)
         return lead(g), loss[None], ok[None]
-      fn = self._jit(self._shard_map(f, (P(), P(DATA), P(DATA), P(DATA)), P(DATA)),
-                     donate_argnums=(1,))
-      args = (self._params, self._grads, self._images(res), self._probs)
-    else:
-      _, n = key
-      def reduce(grads, losses, oks):
-        return update_step_reduce(unlead(grads), jnp.concatenate(losses), jnp.concatenate(oks))
-      reduce_sm = self._shard_map(reduce, (P(DATA), P(DATA), P(DATA)), P())
-      def f(state, grads, losses, oks):
-        return apply_update(state, *reduce_sm(grads, losses, oks), optimizer=self.optimizer)
-      state = jax.eval_shape(functools.partial(create_train_state, optimizer=self.optimizer),
-                             self._params)
-      rep = NamedSharding(self.mesh, P())
-      state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
-      # Only the state is donated: the (n_dev, ...) gradients match no output, so XLA could not
-      # alias them and JAX warned 'Some donated buffers were not usable'.
-      fn = self._jit(f, donate_argnums=(0,))
-      args = (state, self._grads, (self._scalar,) * n, (self._ok,) * n)
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    self.compile_seconds[key] = time.perf_counter() - t0
-    return compiled
+      fn = self._shard_map(f, (P(), P(DATA), P(DATA), P(DATA)), P(DATA))
+      return (fn, (self._params, self._grads, self._images(res), self._probs),
+              (self._grads, self._scalar, self._ok), (1,))
+    _, n = key
+    def reduce(grads, losses, oks):
+      return update_step_reduce(unlead(grads), jnp.concatenate(losses), jnp.concatenate(oks))
+    reduce_sm = self._shard_map(reduce, (P(DATA), P(DATA), P(DATA)), P())
+    def f(state, grads, losses, oks):
+      return apply_update(state, *reduce_sm(grads, losses, oks), optimizer=self.optimizer)
+    state = jax.eval_shape(functools.partial(create_train_state, optimizer=self.optimizer),
+                           self._params)
+    rep = NamedSharding(self.mesh, P())
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
+    metrics = {'losses': self._scalar, 'grad_norm': self._scalar}   # apply_update's metrics
+    # Only the state is donated: the (n_dev, ...) gradients match no output, so XLA could not
+    # alias them and JAX warned 'Some donated buffers were not usable'.
+    return (f, (state, self._grads, (self._scalar,) * n, (self._ok,) * n), (state, metrics),
+            (0,))
 
   def _future(self, key, background: bool):
     with self._lock:

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mutualnet_jax import (calibration, checkpointing, evaluate,  # noqa: E402
-                           models, query_table, select, train)
+                           models, query_table, select)
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
@@ -60,8 +60,8 @@ def test_calibrated_stats_change_eval_and_missing_stats_fail():
 
 def test_evaluate_grid_end_to_end(tmp_path, monkeypatch):
   config = tiny_config()
-  model = train.create_model(config)
-  write_checkpoint(tmp_path, config, train.init_params(model, config), step=3)
+  model = models.from_config(config)
+  write_checkpoint(tmp_path, config, models.init_params(model, config), step=3)
   rows = evaluate.evaluate_grid(config, str(tmp_path))
   assert [(r['width'], r['resolution']) for r in rows] == [
       (1.0, 24), (0.25, 24), (1.0, 16), (0.25, 16)]

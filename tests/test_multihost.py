@@ -45,10 +45,10 @@ RESTORE = r'''
 import json, sys
 import jax, numpy as np
 import common
-from mutualnet_jax import checkpointing, train
+from mutualnet_jax import checkpointing, models
 params, meta, step = checkpointing.restore_params(sys.argv[1])
 c = common.tiny_config()
-model = train.create_model(c)
+model = models.from_config(c)
 x = np.random.default_rng(1).normal(size=(8, 16, 16, 3)).astype(np.float32)
 logits, stats = model.apply({'params': params}, x, width=0.5, train=True, mutable=['batch_stats'])
 logits_eval = model.apply({'params': params, **stats}, x, width=0.5, train=False)

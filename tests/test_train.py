@@ -15,11 +15,11 @@ import json, re
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import common
-from mutualnet_jax import data_sources, input_pipeline, optim, parallel, sandwich, train, train_step
+from mutualnet_jax import data_sources, input_pipeline, models, optim, parallel, sandwich, train_step
 c = common.tiny_config(num_train_steps=8)
 mesh = parallel.create_mesh()
-model = train.create_model(c)
-params = train.init_params(model, c)
+model = models.from_config(c)
+params = models.init_params(model, c)
 opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
 state = jax.device_put(train_step.create_train_state(params, opt), NamedSharding(mesh, P()))
 kernels = train_step.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),

@@ -5,9 +5,13 @@ static Python float in ``[min_width, max_width]``.
 """
 
 import functools
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mutualnet_jax import kernel_cache
 
 from mutualnet_jax.models.mobilenet_v1 import MobileNetV1
 from mutualnet_jax.models.mobilenet_v2 import MobileNetV2
@@ -45,4 +49,25 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
   return REGISTRY[name](num_classes=num_classes, max_width=max_width, **kwargs)
 
 
-__all__ = ['REGISTRY', 'create', 'make_divisible', 'channels', 'MissingStatisticsError']
+def from_config(config, axis_name: Optional[str] = None) -> nn.Module:
+  """The config's model (``model``, ``num_classes``, width range, ``depthwise_impl``)."""
+  return create(config.model, num_classes=config.num_classes, max_width=config.width_upper,
+                min_width=config.width_lower, depthwise_impl=config.depthwise_impl,
+                axis_name=axis_name)
+
+
+def init_params(model: nn.Module, config):
+  """Parameters at the largest width; deterministic in ``config.seed``, computed on the host.
+
+  Compiled through :mod:`kernel_cache` (keyed on the model, width and resolution), so a
+  restarted process skips tracing ``model.init``.
+  """
+  r, width = int(config.resolutions[0]), config.width_upper
+  init = lambda key: model.init(key, jnp.zeros((1, r, r, 3)), width=width, train=True)['params']
+  key = jax.device_put(jax.random.PRNGKey(config.seed), jax.local_devices(backend='cpu')[0])
+  cache = kernel_cache.KernelCache(kernel_cache.default_directory(), repr((model, r, width)))
+  return cache.compile('init_params', init, (key,))(key)
+
+
+__all__ = ['REGISTRY', 'create', 'from_config', 'init_params', 'make_divisible', 'channels',
+           'MissingStatisticsError']
