@@ -364,25 +364,32 @@ def first_step_children(args):
     log('warm first-step child')
     warm = _run_child(_child_cmd(args, 'first_step', d))
   return {'first_step_s': cold['first_step_s'], 'warm_first_step_s': warm['first_step_s'],
-          'first_step_compile_s': cold['compile_s'], 'warm_first_step_compile_s': warm['compile_s']}
+          'first_step_compile_s': cold['compile_s'], 'warm_first_step_compile_s': warm['compile_s'],
+          'first_step_stages_s': cold['stages_s'], 'warm_first_step_stages_s': warm['stages_s'],
+          'warm_kernel_cache_hits': warm['kernel_cache_hits']}
 
 
 def child_first_step(args, config):
   """What a (re)started training run does before its first step, as train.py orders it."""
   import jax
   from mutualnet_jax import parallel, sandwich
+  stages = {}
+  stage = lambda name: stages.setdefault(name, round(time.time() - args.t0, 3))
   parallel.start(config)
+  stage('imports_and_start')
   s = Setup(config)
+  stage('setup')
   subnets = sandwich.draw_subnets(config, 0)
   s.kernels.precompile(subnets, len(subnets))
   s.kernels.ready(subnets)
+  stage('kernels_ready')
   s.step(subnets)
   s.block()
   done = time.time()
   s.kernels.close()
-  return {'first_step_s': round(done - args.t0, 3),
+  return {'first_step_s': round(done - args.t0, 3), 'stages_s': stages,
           'compile_s': round(sum(s.kernels.compile_seconds.values()), 3),
-          'devices': jax.device_count()}
+          'kernel_cache_hits': s.kernels.kernel_cache.hits, 'devices': jax.device_count()}
 
 
 def child_compile(args, config):
