@@ -10,8 +10,12 @@ kernel the timed steps use is done (and timed, ``compile_s``) before the timed s
 two fresh child processes sharing a fresh persistent compilation cache (cold, then warm): the
 time from just before the child is spawned to its first step done, which is what a (re)started
 run waits. ``--compare-torch`` times the same step in PyTorch (``torch_models``): same draws,
-batch and losses, one Nesterov SGD update. ``--compile-grid`` instead measures compiling the
-whole grid sequentially vs on background threads, cold vs warm cache, each in a fresh process.
+batch and losses, one Nesterov SGD update; twice: ``torch_step_s`` in a fresh process with
+glibc's defaults (PyTorch as it runs out of the box), and ``torch_same_process_step_s``
+interleaved step by step with the JAX steps in this process, so under the same allocator
+settings (``cpu_runtime``'s, unless ``--no-tune-cpu``) and the same minutes of machine load.
+``--compile-grid`` instead measures compiling the whole grid sequentially vs on background
+threads, cold vs warm cache, each in a fresh process.
 
 Threads: the process is pinned (sched_setaffinity) to ``--threads`` CPUs before JAX starts, so
 XLA:CPU sizes its thread pool to them; torch gets ``torch.set_num_threads(threads)``. JAX and
@@ -53,8 +57,6 @@ def parse_args(argv=None):
   p.add_argument('--json', action='store_true', help='print only the one-line JSON result')
   # Internal: what the child processes run.
   p.add_argument('--child', default='', choices=('', 'first_step', 'compile', 'torch'),
-                 help=argparse.SUPPRESS)
-  p.add_argument('--torch-allocator', default='default', choices=('default', 'tuned'),
                  help=argparse.SUPPRESS)
   p.add_argument('--t0', type=float, default=0.0, help=argparse.SUPPRESS)
   p.add_argument('--workers', type=int, default=2, help=argparse.SUPPRESS)
@@ -157,8 +159,12 @@ def _median(xs):
   return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
-def time_jax(config, steps: int):
-  """compile_s for every kernel of steps 0..steps-1, then the median step."""
+def time_jax(config, steps: int, torch_threads: int = 0):
+  """compile_s for every kernel of steps 0..steps-1, then the median step.
+
+  With ``torch_threads``, each JAX step is followed by the same step in PyTorch, in this
+  process: same time window, same allocator settings (those cpu_runtime gave this process).
+  """
   from mutualnet_jax import sandwich
   s = Setup(config)
   draws = [sandwich.draw_subnets(config, t) for t in range(steps)]
@@ -168,16 +174,29 @@ def time_jax(config, steps: int):
     s.kernels.ready(d)
   compile_wall = time.perf_counter() - t0
   log(f'compiled {len(s.kernels.compile_seconds)} kernels in {compile_wall:.1f}s wall')
-  s.step(draws[0])   # one untimed step: first-run allocations, thread-pool start-up
-  s.block()
-  times = []
-  for d in draws:
-    t = time.perf_counter()
+  def jax_step(d):
     s.step(d)
     s.block()
+  torch_step = torch_info = None
+  if torch_threads:
+    torch_step, torch_info = torch_stepper(config, torch_threads)
+    torch_step(draws[0])
+  jax_step(draws[0])   # one untimed step: first-run allocations, thread-pool start-up
+  times, torch_times = [], []
+  for d in draws:
+    t = time.perf_counter()
+    jax_step(d)
     times.append(time.perf_counter() - t)
+    if torch_step:
+      t = time.perf_counter()
+      torch_step(d)
+      torch_times.append(time.perf_counter() - t)
   log(f'median step {_median(times):.3f}s')
-  return s, draws, {
+  extra = {}
+  if torch_step:
+    extra = {'torch_same_process_step_s': round(_median(torch_times), 4),
+             'torch_same_process_step_times_s': [round(t, 4) for t in torch_times], **torch_info}
+  return s, draws, {**extra,
       'compile_s': round(sum(s.kernels.compile_seconds.values()), 3),
       'compile_wall_s': round(compile_wall, 3),
       'num_kernels': len(s.kernels.compile_seconds),
@@ -264,13 +283,13 @@ def torch_model(config):
   return TinyV1(**kw)
 
 
-def time_torch(config, steps: int, threads: int):
-  """Median seconds of the same step in PyTorch on CPU: same draws, batch, losses and update."""
+def torch_stepper(config, threads: int):
+  """The same training step in PyTorch on CPU (same draws' subnets, batch, losses and Nesterov
+  SGD update): returns ``step(subnets)`` and a dict describing the PyTorch build."""
   import numpy as np
   import torch
   import torch.nn.functional as F
   from mutualnet_jax import sandwich, torch_models
-  draws = [sandwich.draw_subnets(config, t) for t in range(steps)]
   host_batch = synthetic_batch(config)
   torch.set_num_threads(threads)
   torch.manual_seed(0)
@@ -302,37 +321,32 @@ def time_torch(config, steps: int, threads: int):
       F.kl_div(log_p, probs, reduction='batchmean').backward()
     opt.step()
 
-  step(draws[0])   # warm-up
+  return step, {'torch_threads': torch.get_num_threads(), 'torch_version': torch.__version__}
+
+
+def _timed(step, draws):
+  step(draws[0])   # warm-up: first-run allocations, thread-pool start-up
   times = []
   for d in draws:
     t0 = time.perf_counter()
     step(d)
     times.append(time.perf_counter() - t0)
-  return {'torch_step_s': round(_median(times), 4),
-          'torch_step_times_s': [round(t, 4) for t in times],
-          'torch_threads': torch.get_num_threads(), 'torch_version': torch.__version__}
+  return times
 
 
-def torch_children(args):
-  """The PyTorch step in two fresh processes (no JAX in them): as PyTorch runs by default, and
-  with the glibc settings ``cpu_runtime`` gives JAX, which speed PyTorch up just as much."""
-  out = {}
-  for allocator in ('default', 'tuned'):
-    log(f'torch child, {allocator} glibc allocator')
-    r = _run_child(_child_cmd(args, 'torch', 'none', ['--steps', str(args.steps),
-                                                       '--torch-allocator', allocator]))
-    suffix = '' if allocator == 'default' else '_tuned_allocator'
-    out.update({k.replace('torch_step', 'torch' + suffix + '_step') if k.startswith('torch_step')
-                else k: v for k, v in r.items()})
-  return out
+def torch_child(args):
+  """The PyTorch step in a fresh process without JAX and with glibc's defaults: PyTorch as it
+  runs out of the box."""
+  log('torch child (glibc defaults)')
+  return _run_child(_child_cmd(args, 'torch', 'none', ['--steps', str(args.steps)]))
 
 
 def child_torch(args, config):
-  if args.torch_allocator == 'tuned':
-    from mutualnet_jax import cpu_runtime   # imports JAX, but runs nothing on it
-    if not cpu_runtime.keep_host_memory_mapped():
-      raise RuntimeError('could not tune the glibc allocator on this platform')
-  return time_torch(config, args.steps, args.threads)
+  from mutualnet_jax import sandwich
+  step, info = torch_stepper(config, args.threads)
+  times = _timed(step, [sandwich.draw_subnets(config, t) for t in range(args.steps)])
+  return {'torch_step_s': round(_median(times), 4),
+          'torch_step_times_s': [round(t, 4) for t in times], **info}
 
 
 def _child_cmd(args, child, cache_dir, extra=()):
@@ -462,7 +476,7 @@ def main(argv=None):
   if args.compile_grid:
     result['compile_grid'] = compile_grid(args)
   else:
-    s, draws, timing = time_jax(config, args.steps)
+    s, draws, timing = time_jax(config, args.steps, threads if args.compare_torch else 0)
     result.update(timing)
     result['images_per_s'] = round(config.global_batch_size / timing['step_s'], 2)
     result['subnets'] = [[[x.width, x.resolution] for x in d] for d in draws]
@@ -472,10 +486,10 @@ def main(argv=None):
     s.kernels.close()
     del s
     if args.compare_torch:
-      result.update(torch_children(args))
+      result.update(torch_child(args))
       result['speedup_vs_torch'] = round(result['torch_step_s'] / result['step_s'], 3)
-      result['speedup_vs_torch_tuned_allocator'] = round(
-          result['torch_tuned_allocator_step_s'] / result['step_s'], 3)
+      result['speedup_vs_torch_same_process'] = round(
+          result['torch_same_process_step_s'] / result['step_s'], 3)
     if not args.no_first_step:
       result.update(first_step_children(args))
       result['warm_over_cold'] = round(result['warm_first_step_s'] / result['first_step_s'], 3)
