@@ -5,7 +5,8 @@ Measured on the full-width MobileNet v1 teacher (batch 32, 224 px, 2 cores; BENC
 1. **Host memory that stays mapped.** Each execution of a compiled kernel allocates its
    temporaries (about 2 GB for that teacher) and frees them afterwards. glibc returns
    allocations that large to the kernel (``mmap``/``munmap``), so every step page-faulted 2 GB
-   back in: 520,000 minor faults and 1 s of system time per 2.25 s teacher execution. ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, -1)`` make glibc keep and
+   back in: 520,000 minor faults and 1 s of system time per 2.25 s teacher execution.
+   ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, -1)`` make glibc keep and
    reuse that memory instead, so the process holds on to its peak.
 2. **Synchronous dispatch on CPU.** With JAX's asynchronous CPU dispatch, a kernel runs (and
    allocates) on a worker thread whose glibc arena still maps large blocks with ``mmap``,
@@ -16,10 +17,6 @@ Measured on the full-width MobileNet v1 teacher (batch 32, 224 px, 2 cores; BENC
    dot and REDUCE): batch norm's and ReLU6's passes around the pointwise convolutions run inside
    the multi-threaded YNNPACK kernel instead of as separate single-threaded loops. Teacher
    (with 1 and 2) 1.30 s -> 1.12 s.
-4. **The first step's memory, faulted in early.** Even with (1) a fresh process faults the
-   teacher's temporaries in during its first step; :func:`reserve_host_memory` does that on a
-   spare core while the other kernels load (``StepKernels.ready``): first step 4.8 s -> 3.7 s.
-
 (2) must happen before JAX creates its CPU client: the trainer, the evaluator and the benchmark
 call :func:`prepare` first thing and :func:`tune_host_memory` once the backends are up. None of
 this applies to TPU or GPU kernels; TPU hosts keep glibc's defaults.
@@ -28,8 +25,7 @@ this applies to TPU or GPU kernels; TPU hosts keep glibc's defaults.
 import ctypes
 import functools
 import sys
-import threading
-from typing import Dict, Optional
+from typing import Dict
 
 import jax
 from absl import logging
@@ -38,7 +34,6 @@ YNN_FUSION_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 YNN_FUSION_TYPES = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_memory_kept = False   # set by keep_host_memory_mapped()
 
 
 def prepare(enabled: bool = True) -> None:
@@ -69,65 +64,22 @@ def _async_dispatch() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _libc():
-  """glibc's malloc functions (signatures set), or None on other platforms and C libraries."""
-  if not sys.platform.startswith('linux'):
-    return None
-  try:
-    libc = ctypes.CDLL('libc.so.6')
-  except OSError:
-    return None
-  for name, args, res in (('mallopt', (ctypes.c_int, ctypes.c_int), ctypes.c_int),
-                          ('malloc', (ctypes.c_size_t,), ctypes.c_void_p),
-                          ('free', (ctypes.c_void_p,), None),
-                          ('memset', (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t),
-                           ctypes.c_void_p)):
-    fn = getattr(libc, name, None)
-    if fn is None:
-      return None
-    fn.argtypes, fn.restype = args, res
-  return libc
-
-
-@functools.lru_cache(maxsize=None)
 def keep_host_memory_mapped() -> bool:
   """glibc: serve large allocations from the heap and never give freed memory back.
 
   True when applied (Linux with glibc), False elsewhere (other allocators need no help or
   expose no such knob).
   """
-  global _memory_kept
-  libc = _libc()
-  if libc is None:
+  if not sys.platform.startswith('linux'):
     return False
-  ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
+  try:
+    mallopt = ctypes.CDLL('libc.so.6').mallopt
+  except (OSError, AttributeError):
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, -1) == 1
   logging.info('glibc keeps freed host memory mapped: %s', ok)
-  _memory_kept = ok
   return ok
-
-
-def reserve_host_memory(nbytes: int) -> Optional[threading.Thread]:
-  """Fault ``nbytes`` of heap in on a background thread; join it before the kernel that needs it.
-
-  Even with (1), a fresh process page-faults a big kernel's temporaries in on its first
-  execution (the teacher's 2 GB: ~1.1 s of its first step here). The block is allocated on the
-  calling thread, so from the main arena that the kernel, dispatched synchronously from this
-  thread, allocates from later; it is touched on a background thread while the caller does
-  other work (loading the remaining kernels), then freed back into the heap, which keeps it.
-  Returns the thread, or None where (1) is not in effect (nothing to gain).
-  """
-  if nbytes <= 0 or not _memory_kept:
-    return None
-  libc = _libc()
-  block = libc.malloc(nbytes)
-  if not block:
-    return None
-  def touch():
-    libc.memset(block, 0, nbytes)
-    libc.free(block)
-  thread = threading.Thread(target=touch, name='reserve_host_memory', daemon=True)
-  thread.start()
-  return thread
 
 
 @functools.lru_cache(maxsize=None)

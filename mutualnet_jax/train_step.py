@@ -133,7 +133,6 @@ class StepKernels:
     self._images = lambda r: sds((self.batch, r, r, 3), jnp.float32, shard)
     self._cache: Dict[Tuple, concurrent.futures.Future] = {}
     self._used = set()
-    self._reserved = False
     self._lock = threading.Lock()
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
     self.compile_seconds: Dict[Tuple, float] = {}
@@ -231,23 +230,13 @@ class StepKernels:
     """Compile (or wait for) every kernel of a step; True if one is used for the first time.
 
     The answer depends only on the sequence of draws, never on compile timing, so every host
-    of a pod gives the same answer at the same step. The first time, once the teacher's kernel
-    is ready, its working memory is faulted in on a spare core while the rest load
-    (:func:`cpu_runtime.reserve_host_memory`).
+    of a pod gives the same answer at the same step.
     """
     keys = [self.key(s) for s in subnets] + [('update', len(subnets))]
     first_use = any(k not in self._used for k in keys)
     self._used.update(keys)
-    reserving = None
     for k in keys:
-      compiled = self._future(k, background=False).result()
-      if not self._reserved and len(self.mesh.local_devices) == 1:
-        # Synchronous dispatch from this thread allocates from this thread's glibc arena.
-        self._reserved = True
-        reserving = cpu_runtime.reserve_host_memory(
-            compiled.memory_analysis().temp_size_in_bytes)
-    if reserving is not None:
-      reserving.join()
+      self._future(k, background=False).result()
     return first_use
 
   @property

@@ -41,32 +41,6 @@ def test_tuned_runtime_reuses_host_memory_instead_of_faulting_it_in(tune):
     assert min(out['faults']) > 10_000, out
 
 
-FIRST_RUN = r'''
-import json, resource
-import jax, jax.numpy as jnp
-import common
-from mutualnet_jax import cpu_runtime, parallel
-parallel.start(common.tiny_config())
-f = jax.jit(lambda v: jnp.sum(jnp.sort(jnp.sin(v), axis=-1) * 2))
-v = jnp.ones((64, 512, 512), jnp.float32)
-compiled = f.lower(v).compile()
-if RESERVE:
-  cpu_runtime.reserve_host_memory(compiled.memory_analysis().temp_size_in_bytes).join()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-compiled(v).block_until_ready()
-print(json.dumps({'faults': resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
-'''
-
-
-@pytest.mark.parametrize('reserve', [True, False])
-def test_reserved_memory_spares_a_kernels_first_run_its_page_faults(reserve):
-  out = common.last_json(common.run_python(FIRST_RUN.replace('RESERVE', str(reserve))).stdout)
-  if reserve:
-    assert out['faults'] < 2000, out
-  else:   # the control: 64 MB of temporaries faulted in by the first execution
-    assert out['faults'] > 10_000, out
-
-
 def test_compiler_options_take_effect_in_xla():
   """The YNNPACK DOT fusion pulls the elementwise neighbour of a dot into its fusion."""
   options = cpu_runtime.compiler_options()
@@ -119,13 +93,3 @@ def test_tuned_and_default_kernels_compute_the_same_gradients():
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-5 * np.abs(a).max())
 
-
-def test_ready_reserves_the_first_kernels_memory_once(monkeypatch):
-  calls = []
-  monkeypatch.setattr(cpu_runtime, 'reserve_host_memory', lambda n: calls.append(n))
-  c, _, kernels = _tiny_kernels(None)
-  kernels.ready(sandwich.draw_subnets(c, 0))
-  kernels.ready(sandwich.draw_subnets(c, 1))
-  kernels.close()
-  teacher = kernels.get(sandwich.draw_subnets(c, 0)[0])
-  assert calls == [teacher.memory_analysis().temp_size_in_bytes] and calls[0] > 0
