@@ -128,8 +128,17 @@ class KernelCache:
         self._prefix, name, str(in_tree), *map(_abstract, leaves)) + '.exported')
     exported = self._read(path)
     if exported is None:
-      exported = (jax.export.export(jax.jit(fn))(*args) if out_tree is None else
-                  jax.export.export(jax.jit(_flat(fn, in_tree, out_tree)))(*leaves))
+      try:
+        exported = (jax.export.export(jax.jit(fn))(*args) if out_tree is None else
+                    jax.export.export(jax.jit(_flat(fn, in_tree, out_tree)))(*leaves))
+      except OutputStructureError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # What jax.export cannot serialize (custom calls without a compatibility guarantee,
+        # say) compiles directly; a genuine error in fn recurs there.
+        logging.warning('Kernel %s cannot be exported (%s); compiling it directly.', name,
+                        str(e).splitlines()[0])
+        return jit(fn).lower(*args).compile()
       self.misses += 1
       self._write(path, exported)
     else:
@@ -165,11 +174,16 @@ class KernelCache:
       logging.warning('Could not write exported kernel %s: %s', path, e)
 
 
+class OutputStructureError(ValueError):
+  """A kernel's traced result does not have the structure its caller declared."""
+
+
 def _flat(fn: Callable, in_tree, out_tree) -> Callable:
   def flat(*leaves):
     out = fn(*jax.tree.unflatten(in_tree, leaves))
     leaves_out, tree = jax.tree.flatten(out)
     if tree != out_tree:
-      raise ValueError(f'kernel output structure {tree} differs from the declared {out_tree}')
+      raise OutputStructureError(
+          f'kernel output structure {tree} differs from the declared {out_tree}')
     return leaves_out
   return flat

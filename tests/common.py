@@ -40,6 +40,18 @@ def tiny_config(**overrides):
   return c
 
 
+def tiny_step_parts(config=None):
+  """(config, one-device mesh, model, parameters, optimiser) of a tiny training step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax import models, optim  # pylint: disable=g-import-not-at-top
+  c = config or tiny_config()
+  mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1],
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  model = models.from_config(c)
+  params = models.init_params(model, c)
+  return c, mesh, model, params, optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
+
+
 def xla_flags(devices: int) -> str:
   """The session's XLA flags (see conftest) with ``devices`` simulated CPU devices."""
   kept = [f for f in os.environ.get('XLA_FLAGS', '').split()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import common
-from mutualnet_jax import cpu_runtime, models, optim, sandwich, train_step
+from mutualnet_jax import cpu_runtime, sandwich, train_step
 
 # A kernel whose ~64 MB temporaries XLA must materialise (a sort cannot fuse with its
 # producer), run repeatedly in a fresh process: minor page faults per execution.
@@ -57,12 +57,7 @@ def test_compiler_options_take_effect_in_xla():
 
 
 def _tiny_kernels(compiler_options):
-  c = common.tiny_config()
-  mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1],
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  model = models.from_config(c)
-  params = models.init_params(model, c)
-  opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
+  c, mesh, model, params, opt = common.tiny_step_parts()
   kernels = train_step.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
                                    c.global_batch_size, c.num_classes,
                                    compiler_options=compiler_options)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import common
-from mutualnet_jax import kernel_cache, models, optim, sandwich, train_step
+from mutualnet_jax import kernel_cache, optim, sandwich, train_step
 
 ARGS = (jax.ShapeDtypeStruct((8, 4), jnp.float32), jax.ShapeDtypeStruct((4,), jnp.float32))
 
@@ -79,19 +79,24 @@ def test_unreadable_file_is_traced_again_and_replaced(tmp_path):
 
 def test_declared_output_structure_must_match_the_trace(tmp_path):
   wrong = jax.tree.structure(({'a': 0}, 0))
-  with pytest.raises(ValueError, match='differs from the declared'):
+  with pytest.raises(kernel_cache.OutputStructureError, match='differs from the declared'):
     _run(kernel_cache.KernelCache(str(tmp_path), tag='t'), out_tree=wrong)
+
+
+def test_what_cannot_be_exported_compiles_directly(tmp_path):
+  # A host callback has no serializable form: the kernel still compiles and runs, uncached.
+  g = lambda x, b: {'y': jax.pure_callback(lambda v: v + 1, jax.ShapeDtypeStruct((4,), b.dtype),
+                                           b)}
+  c = kernel_cache.KernelCache(str(tmp_path), tag='t')
+  out = _run(c, name='callback', fn=g)
+  np.testing.assert_array_equal(out['y'], np.full(4, 2.0, np.float32))
+  assert (c.hits, c.misses) == (0, 0) and _files(tmp_path) == []
 
 
 def test_step_kernels_restarted_reuse_exported_kernels_with_identical_results(tmp_path,
                                                                                monkeypatch):
   monkeypatch.setattr(kernel_cache, 'default_directory', lambda: str(tmp_path))
-  c = common.tiny_config()
-  mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1],
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  model = models.from_config(c)
-  params = models.init_params(model, c)
-  opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
+  c, mesh, model, params, opt = common.tiny_step_parts()
   state = train_step.create_train_state(params, opt)
   rng = np.random.default_rng(0)
   batch = {sandwich.image_key(r): rng.standard_normal((c.global_batch_size, r, r, 3), np.float32)
