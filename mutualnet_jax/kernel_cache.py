@@ -163,7 +163,7 @@ class KernelCache:
   def _write(path: str, exported) -> None:
     if jax.process_index() != 0:
       return
-    directory = os.path.dirname(path)
+    directory, tmp = os.path.dirname(path), None
     try:
       os.makedirs(directory, exist_ok=True)
       fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
@@ -172,6 +172,8 @@ class KernelCache:
       os.replace(tmp, path)
     except OSError as e:
       logging.warning('Could not write exported kernel %s: %s', path, e)
+      if tmp is not None and os.path.exists(tmp):
+        os.remove(tmp)   # a full disk must not leave partial files behind
 
 
 class OutputStructureError(ValueError):

@@ -124,3 +124,12 @@ def test_step_kernels_restarted_reuse_exported_kernels_with_identical_results(tm
   kernels.update(len(subnets))
   assert kernels.kernel_cache.misses == 1
   kernels.close()
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+  def disk_full(src, dst):
+    raise OSError('No space left on device')
+  monkeypatch.setattr(kernel_cache.os, 'replace', disk_full)
+  c = kernel_cache.KernelCache(str(tmp_path), tag='t')
+  assert float(_run(c)['max']) == 31.0 and c.misses == 1
+  assert os.listdir(tmp_path) == []
