@@ -24,7 +24,8 @@ for _ in range(5):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(v).block_until_ready()
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({'faults': faults, 'async': bool(jax.config.read('jax_cpu_enable_async_dispatch'))}))
+async_dispatch = bool(jax.config.read('jax_cpu_enable_async_dispatch'))
+print(json.dumps({'faults': faults, 'async': async_dispatch}))
 '''
 
 

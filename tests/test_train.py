@@ -15,7 +15,8 @@ import json, re
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import common
-from mutualnet_jax import data_sources, input_pipeline, models, optim, parallel, sandwich, train_step
+from mutualnet_jax import (data_sources, input_pipeline, models, optim, parallel, sandwich,
+                           train_step)
 c = common.tiny_config(num_train_steps=8)
 mesh = parallel.create_mesh()
 model = models.from_config(c)
