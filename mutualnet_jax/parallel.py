@@ -59,14 +59,19 @@ def create_mesh() -> jax.sharding.Mesh:
 
 
 def enable_compilation_cache(cache_dir: str) -> None:
-  """Persistent XLA compilation cache, so a restarted run skips recompiling its subnets."""
+  """Persistent XLA compilation cache, so a restarted run skips recompiling its subnets.
+
+  Every program is kept, however quickly it compiled: the train state's creation compiles in
+  0.3 s and loads in 0.06 s, and a threshold of 0.5 s (JAX's default is 1 s) made each restart
+  compile it again.
+  """
   if cache_dir == 'none':
     return
   cache_dir = cache_dir or os.environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join(
       os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')), 'mutualnet_jax',
       'jax_cache')
   jax.config.update('jax_compilation_cache_dir', cache_dir)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
