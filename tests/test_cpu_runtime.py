@@ -42,6 +42,38 @@ def test_tuned_runtime_reuses_host_memory_instead_of_faulting_it_in(tune):
     assert min(out['faults']) > 10_000, out
 
 
+# Small blocks freed in a fresh process: how many bytes glibc parks in its fastbins (mallinfo2's
+# fsmblks). The first 7 frees of a size go to the per-thread cache, the rest to the fastbins.
+FASTBINS = r'''
+import ctypes, json
+import common
+from mutualnet_jax import parallel
+parallel.start(common.tiny_config(tune_cpu_runtime=TUNE))
+class MallInfo2(ctypes.Structure):
+  _fields_ = [(n, ctypes.c_size_t) for n in (
+      'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks',
+      'fordblks', 'keepcost')]
+libc = ctypes.CDLL('libc.so.6')
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+libc.mallinfo2.restype = MallInfo2
+blocks = [libc.malloc(48) for _ in range(1000)]
+for b in blocks[::2]:   # every other block, so freed neighbours cannot merge
+  libc.free(b)
+print(json.dumps({'fastbin_bytes': libc.mallinfo2().fsmblks}))
+'''
+
+
+@pytest.mark.parametrize('tune', [True, False])
+def test_tuned_runtime_turns_glibc_fastbins_off(tune):
+  """With the heap serving large blocks, every large free swept the fastbins: none are kept."""
+  out = common.last_json(common.run_python(FASTBINS.replace('TUNE', str(tune))).stdout)
+  if tune:
+    assert out['fastbin_bytes'] == 0, out
+  else:
+    assert out['fastbin_bytes'] >= 400 * 48, out   # the control: glibc's default keeps them
+
+
 def test_compiler_options_take_effect_in_xla():
   """The YNNPACK DOT fusion pulls the elementwise neighbour of a dot into its fusion."""
   options = cpu_runtime.compiler_options()
