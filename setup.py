@@ -13,6 +13,7 @@ setup(
         'flax>=0.10',
         'optax>=0.2.4',
         'orbax-checkpoint>=0.11',
+        'etils[epath]',
         'ml-collections>=1.0',
         'clu>=0.0.12',
         'tensorflow-cpu>=2.16',

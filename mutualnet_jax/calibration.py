@@ -16,9 +16,9 @@ and the calibration set, so evaluating or exporting a configuration again does n
 recalibrate, and statistics of an older checkpoint are recomputed rather than reused.
 """
 
+import io
 import json
 import os
-import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mutualnet_jax import files
 from mutualnet_jax import parallel
 from mutualnet_jax.models.slimmable import BATCH_STATS
 from mutualnet_jax.sandwich import image_key
@@ -123,12 +124,10 @@ def _unflatten(flat):
 
 def save_stats(path: str, stats: Dict, tag: Dict) -> None:
   """Atomic write (temp file + rename): a killed process never leaves a half file."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   flat = {'stats/' + k: v for k, v in _flatten(stats).items()}
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    np.savez(f, __tag__=np.array(json.dumps(tag, sort_keys=True)), **flat)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  np.savez(buffer, __tag__=np.array(json.dumps(tag, sort_keys=True)), **flat)
+  files.write_atomic(path, buffer.getvalue())
 
 
 def load_stats(path: str, tag: Optional[Dict] = None) -> Optional[Dict]:
@@ -137,10 +136,10 @@ def load_stats(path: str, tag: Optional[Dict] = None) -> Optional[Dict]:
   Stale: a field of ``tag`` (e.g. the checkpoint step, the calibration set size) differs from
   the one saved; fields not given are not checked.
   """
-  if not os.path.exists(path):
+  if not files.Path(path).exists():
     return None
   try:
-    with np.load(path) as z:
+    with np.load(io.BytesIO(files.Path(path).read_bytes())) as z:
       saved = json.loads(str(z['__tag__']))
       stale = {k: (saved.get(k), v) for k, v in (tag or {}).items() if saved.get(k) != v}
       if stale:

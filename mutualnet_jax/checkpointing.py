@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from mutualnet_jax import files
 from mutualnet_jax import parallel
 
 META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
@@ -121,25 +122,25 @@ def restore_latest(manager: ocp.CheckpointManager, target=None, expected_meta=No
 def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
   """Move unreadable steps out of the way: orbax refuses to save a step that exists."""
   if jax.process_index() == 0:
-    root = os.path.join(os.path.dirname(str(manager.directory).rstrip('/')),
-                        'checkpoints_unreadable')
-    os.makedirs(root, exist_ok=True)
+    directory = files.Path(str(manager.directory))
+    root = directory.parent / 'checkpoints_unreadable'
+    root.mkdir(parents=True, exist_ok=True)
     for s in steps:
-      dst = os.path.join(root, f'{s}-{int(time.time())}')
-      os.rename(os.path.join(str(manager.directory), str(s)), dst)
-      logging.warning('Moved unreadable checkpoint %s/%d to %s.', manager.directory, s, dst)
+      dst = root / f'{s}-{int(time.time())}'
+      (directory / str(s)).rename(dst)
+      logging.warning('Moved unreadable checkpoint %s/%d to %s.', directory, s, dst)
   parallel.wait_for_all_processes('checkpoints_set_aside')   # nobody reloads before the move
   manager.reload()
 
 
 def restore_params(workdir_or_dir: str) -> Tuple[Any, Dict[str, Any], int]:
   """Parameters and metadata of the newest checkpoint of a workdir (trained or converted)."""
-  path = workdir_or_dir
-  if os.path.basename(os.path.normpath(path)) == 'checkpoints':
-    path = os.path.dirname(os.path.normpath(path))
-  elif not os.path.isdir(checkpoint_dir(path)):
+  path = files.Path(workdir_or_dir)
+  if path.name == 'checkpoints':
+    path = path.parent
+  elif not (path / 'checkpoints').is_dir():
     raise CheckpointError(f'{workdir_or_dir} has no checkpoints/ directory')
-  manager = create_manager(path, read_only=True)
+  manager = create_manager(str(path), read_only=True)
   found = restore_latest(manager)
   manager.close()
   if found is None:

@@ -26,6 +26,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mutualnet_jax import files
+
 STAT_SUFFIXES = ('running_mean', 'running_var', 'num_batches_tracked')
 
 
@@ -184,7 +186,7 @@ def save_converted(workdir: str, params: Any, metadata: Mapping[str, Any]) -> st
   Kept small and alone so it can be re-pointed to the trainer's checkpoint helper.
   """
   import orbax.checkpoint as ocp
-  path = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  path = files.absolute(os.path.join(workdir, 'checkpoints'))
   mngr = ocp.CheckpointManager(path, item_names=('state', 'meta'))
   try:
     mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({'params': params}),
@@ -229,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = p.parse_args(argv)
   if not os.path.isfile(args.checkpoint):
     p.error(f'no such file: {args.checkpoint}')
-  if os.path.exists(os.path.join(args.workdir, 'checkpoints', '0')):
+  if files.Path(args.workdir, 'checkpoints', '0').exists():
     p.error(f'{args.workdir}/checkpoints already holds step 0; choose another --workdir')
   try:
     variables = convert(load_state_dict(args.checkpoint), args.model,

@@ -7,9 +7,12 @@ of accuracy vs. cost, and the resolution each pick uses is what the paper's Fig.
 """
 
 import csv
+import io
 import math
 import os
 from typing import Dict, List, Optional, Sequence
+
+from mutualnet_jax import files
 
 COLUMNS = ('width', 'resolution', 'mmacs', 'params', 'top1', 'top5', 'latency_ms',
            'throughput_img_s', 'throughput_batch', 'eval_images', 'calib_images', 'step')
@@ -18,19 +21,17 @@ _INT = ('resolution', 'params', 'throughput_batch', 'eval_images', 'calib_images
 
 def write_csv(rows: Sequence[Dict], path: str) -> None:
   cols = list(COLUMNS) + sorted({k for r in rows for k in r} - set(COLUMNS))
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=cols, extrasaction='ignore')
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: r.get(k, '') for k in cols})
-  os.replace(tmp, path)
+  text = io.StringIO(newline='')
+  w = csv.DictWriter(text, fieldnames=cols, extrasaction='ignore')
+  w.writeheader()
+  for r in rows:
+    w.writerow({k: r.get(k, '') for k in cols})
+  files.write_atomic(path, text.getvalue().encode())
 
 
 def read_csv(path: str) -> List[Dict]:
   """Rows with numeric columns parsed (ints for counts, floats otherwise; '' -> None)."""
-  with open(path, newline='') as f:
-    rows = list(csv.DictReader(f))
+  rows = list(csv.DictReader(io.StringIO(files.Path(path).read_bytes().decode(), newline='')))
   if not rows:
     return []
   missing = [c for c in ('width', 'resolution', 'mmacs', 'top1') if c not in rows[0]]
@@ -68,8 +69,7 @@ def write_markdown(rows: Sequence[Dict], path: str, title: str = 'Query table') 
         f"{fmt(scaled(r, 'top5', 100), '.2f')} | "
         f"{fmt(r.get('latency_ms'), '.3f')} | {fmt(r.get('throughput_img_s'), '.1f')} | "
         f"{'*' if id(r) in best else ''} |")
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  files.write_atomic(path, ('\n'.join(lines) + '\n').encode())
 
 
 def fits(row: Dict, max_mflops: Optional[float] = None,
@@ -143,8 +143,10 @@ def plot(rows: Sequence[Dict], path: str, title: str = '') -> None:
   ax.grid(alpha=0.3)
   ax.legend(title='resolution', fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
+  image = io.BytesIO()
+  fig.savefig(image, format='png')
   plt.close(fig)
+  files.write_atomic(path, image.getvalue())
 
 
 def write_all(rows: Sequence[Dict], workdir: str, title: str = '') -> Dict[str, str]:
