@@ -22,11 +22,12 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import tempfile
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 from absl import logging
+
+from mutualnet_jax import files
 
 SUBDIR = 'mutualnet_kernels'
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
@@ -163,17 +164,10 @@ class KernelCache:
   def _write(path: str, exported) -> None:
     if jax.process_index() != 0:
       return
-    directory, tmp = os.path.dirname(path), None
     try:
-      os.makedirs(directory, exist_ok=True)
-      fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-      with os.fdopen(fd, 'wb') as f:
-        f.write(exported.serialize())
-      os.replace(tmp, path)
-    except OSError as e:
+      files.write_atomic(path, exported.serialize())
+    except OSError as e:   # a full disk costs the cache entry, not the run
       logging.warning('Could not write exported kernel %s: %s', path, e)
-      if tmp is not None and os.path.exists(tmp):
-        os.remove(tmp)   # a full disk must not leave partial files behind
 
 
 class OutputStructureError(ValueError):
