@@ -114,6 +114,16 @@ def check_remote_path(path, flag):
   return path
 
 
+def check_slice(args, worker_dirs=False):
+  """The slice name and zone every command takes; with `worker_dirs`, also
+  the checkout and virtualenv paths on the workers (setup, train)."""
+  check_name(args.name)
+  check_zone(args.zone)
+  if worker_dirs:
+    check_remote_path(args.remote_dir, '--remote-dir')
+    check_remote_path(args.venv, '--venv')
+
+
 # ------------------------------------------------------------------ execution
 
 def join_script(lines):
@@ -188,8 +198,7 @@ def describe_cmd(args):
 
 def cmd_create(args, runner):
   """Request the slice through a queued resource, optionally wait for it."""
-  check_name(args.name)
-  check_zone(args.zone)
+  check_slice(args)
   accel = require(args.accelerator_type, '--accelerator-type',
                   'TPU_ACCELERATOR_TYPE')
   gen, _ = parse_accelerator(accel)
@@ -264,10 +273,7 @@ def setup_script(args):
 
 def cmd_setup(args, runner):
   """Copy or clone the repository and install it on every worker."""
-  check_name(args.name)
-  check_zone(args.zone)
-  check_remote_path(args.remote_dir, '--remote-dir')
-  check_remote_path(args.venv, '--venv')
+  check_slice(args, worker_dirs=True)
   if bool(args.repo_url) == bool(args.source):
     raise UsageError('give exactly one of --repo-url URL (git clone on the '
                      'workers) or --source DIR (copy a local checkout)')
@@ -354,10 +360,7 @@ def train_script(args, config_arg, overrides, log_file):
 
 def cmd_train(args, runner):
   """Start training (or evaluation) in the background on all workers."""
-  check_name(args.name)
-  check_zone(args.zone)
-  check_remote_path(args.remote_dir, '--remote-dir')
-  check_remote_path(args.venv, '--venv')
+  check_slice(args, worker_dirs=True)
   overrides = split_overrides(args.unknown)
   require(args.config, '--config')
   require(args.workdir, '--workdir', 'MUTUALNET_WORKDIR')
@@ -402,8 +405,7 @@ def cmd_train(args, runner):
 
 def cmd_logs(args, runner):
   """Follow one worker's log (worker 0 logs the metrics for the whole job)."""
-  check_name(args.name)
-  check_zone(args.zone)
+  check_slice(args)
   if args.worker < 0:
     raise UsageError('--worker must be >= 0')
   log_file = check_remote_path(
@@ -441,8 +443,7 @@ def stop_script(args):
 
 def cmd_stop(args, runner):
   """Stop the run on all workers; SIGTERM lets the trainer checkpoint first."""
-  check_name(args.name)
-  check_zone(args.zone)
+  check_slice(args)
   if args.wait < 0:
     raise UsageError('--wait must be >= 0 seconds')
   if args.kill and args.wait == 0:
@@ -456,8 +457,7 @@ def cmd_stop(args, runner):
 
 def cmd_delete(args, runner):
   """Delete the queued resource (and its TPU) or a bare TPU VM."""
-  check_name(args.name)
-  check_zone(args.zone)
+  check_slice(args)
   quiet = ['--quiet'] if args.yes else []
   if args.tpu_vm:
     cmd = (['gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', args.name,
