@@ -126,3 +126,22 @@ def test_built_in_config_matches_configs_demo():
   demo = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(demo)
   assert namespace['demo_config']().to_dict() == demo.get_config().to_dict()
+
+
+def test_colab_install_keeps_colab_tensorflow():
+  """In Colab the package goes in with --no-deps, then every requirement but tensorflow-cpu."""
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  cell = next(c for c in nb.cells if c.cell_type == 'code' and 'REPO_URL' in c.source)
+  tree = ast.parse(cell.source)
+  fn = next(n for n in tree.body
+            if isinstance(n, ast.FunctionDef) and n.name == 'requirements_besides')
+  namespace = {}
+  exec(compile(ast.Module(body=[ast.parse('import importlib.metadata, re').body[0], fn],
+                          type_ignores=[]), NOTEBOOK, 'exec'), namespace)
+  everything = namespace['requirements_besides']('mutualnet_jax', set())
+  kept = namespace['requirements_besides']('mutualnet_jax', {'tensorflow-cpu'})
+  assert any(r.startswith('tensorflow-cpu') for r in everything)
+  assert [r for r in everything if not r.startswith('tensorflow-cpu')] == kept
+  assert any(r.startswith('tensorflow-datasets') for r in kept)
+  assert any(r.startswith('jax') for r in kept)
+  assert not any('torch' in r or 'pytest' in r for r in kept)   # extras stay out
