@@ -136,10 +136,11 @@ def load_stats(path: str, tag: Optional[Dict] = None) -> Optional[Dict]:
   Stale: a field of ``tag`` (e.g. the checkpoint step, the calibration set size) differs from
   the one saved; fields not given are not checked.
   """
-  if not files.Path(path).exists():
+  path = files.Path(path)
+  if not path.exists():
     return None
   try:
-    with np.load(io.BytesIO(files.Path(path).read_bytes())) as z:
+    with np.load(io.BytesIO(path.read_bytes())) as z:
       saved = json.loads(str(z['__tag__']))
       stale = {k: (saved.get(k), v) for k, v in (tag or {}).items() if saved.get(k) != v}
       if stale:

@@ -1,9 +1,10 @@
 """Workdir files on a local disk or an object store (``gs://`` on TPU VMs), through ``epath``.
 
-Checkpoints go through orbax, which handles both. Everything else this project keeps in a
-workdir (BN statistics, query tables, exported configurations, unreadable checkpoints set
-aside) goes through here, so a pod's ``gs://`` workdir behaves like a local one: no ``os``
-call that would silently create a local directory named ``gs:``.
+Checkpoints go through orbax, which handles both. What else this project keeps in a workdir
+(BN statistics, query tables, unreadable checkpoints set aside, converted checkpoints' path)
+goes through here, so a pod's ``gs://`` workdir behaves like a local one: no ``os`` call that
+would silently create a local directory named ``gs:``. The exported-kernel cache writes its
+(local) files through :func:`write_atomic` too.
 """
 
 import os

@@ -144,7 +144,7 @@ def plot(rows: Sequence[Dict], path: str, title: str = '') -> None:
   ax.legend(title='resolution', fontsize=8)
   fig.tight_layout()
   image = io.BytesIO()
-  fig.savefig(image, format='png')
+  fig.savefig(image, format=os.path.splitext(path)[1][1:] or 'png')
   plt.close(fig)
   files.write_atomic(path, image.getvalue())
 
