@@ -138,7 +138,7 @@ def restore_params(workdir_or_dir: str) -> Tuple[Any, Dict[str, Any], int]:
   path = files.Path(workdir_or_dir)
   if path.name == 'checkpoints':
     path = path.parent
-  elif not (path / 'checkpoints').is_dir():
+  elif not files.Path(checkpoint_dir(str(path))).is_dir():
     raise CheckpointError(f'{workdir_or_dir} has no checkpoints/ directory')
   manager = create_manager(str(path), read_only=True)
   found = restore_latest(manager)
