@@ -9,11 +9,11 @@ table and the accuracy-vs-MFLOPs plot in the workdir. On a 2-core CPU the whole 
 2 minutes; the full-width subnet at 32 px reaches about 97% test accuracy (see README).
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.model = 'mobilenet_v1_tiny'
   c.dataset = 'digits'
   c.eval_split = 'test'

@@ -6,11 +6,11 @@
 Paper (Fig. 4): 1.0-224 ~70.6%, 0.5-160 ~60.2% (MobileNet v1 paper's numbers).
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.mode = 'independent'
   c.independent_width = 1.0
   c.independent_resolution = 224

@@ -7,8 +7,8 @@ Paper (Table 2, code README): 72.4% top-1 at 1.0-224 (568.8 MFLOPs), 70.9% at 1.
 0.25-128 (13.6 MFLOPs); 250 epochs at global batch 1024. Not yet reproduced by this project.
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  return default_config.get_config()
+  return defaults.get_config()

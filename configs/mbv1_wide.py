@@ -6,11 +6,11 @@ Paper: 77.1% top-1 at 2.3 GFLOPs (w = 1.6, r = 1.3 x 224) against EfficientNet-B
 75.6% at the same budget.
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.width_lower, c.width_upper = 1.0, 2.0
   c.resolutions = (320, 288, 256, 224)
   return c

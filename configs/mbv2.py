@@ -6,11 +6,11 @@ Paper: 72.9% top-1 at 1.0-224 (300.8 MFLOPs), 64.2% at 0.7-128 (57.6 MFLOPs). Be
 the published v2 collapses; the module accepts lower bounds (e.g. 0.35) for experiments.
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.model = 'mobilenet_v2'
   c.width_lower = 0.7
   return c

@@ -7,11 +7,11 @@ Batch 256, lr 0.1, cosine, 100 epochs, resolutions {224, 192, 160, 128} as on Im
 images upsampled). Paper: MutualNet MobileNet v2 transfers better than the independent models.
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.dataset = 'cifar100'
   c.eval_split = 'test'
   c.num_classes = 100

@@ -6,10 +6,10 @@ Paper (Fig. 4): US-Net MobileNet v1 [0.25, 1.0] reaches 71.5% at 1.0-224; Mutual
 it at every budget because the resolutions are trained jointly.
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.mode = 'usnet'
   return c

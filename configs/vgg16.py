@@ -6,11 +6,11 @@ Batch 512, lr 0.01, 100 epochs. The paper reports MutualNet above independently 
 at every budget; this project's VGG head is global-average-pooled (see README departures).
 """
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.model = 'vgg16'
   c.global_batch_size = 512
   c.base_lr = 0.01 * 1024 / 512   # lr 0.01 at batch 512

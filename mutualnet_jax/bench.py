@@ -3,7 +3,7 @@
   python -m mutualnet_jax.bench --model mobilenet_v1 --batch 32 --steps 5 \
       [--resolutions 224,192,160,128] [--compare-torch] [--json] [--threads 2] [--cache-dir DIR]
 
-Runs ``train_step.StepKernels`` + ``run_step`` on the subnets ``sandwich.draw_subnets`` gives
+Runs ``step_kernels.StepKernels`` + ``run_step`` on the subnets ``mutualnet.draw_subnets`` gives
 for steps 0..N-1, so the numbers are those of training, not of a stand-in. Compilation of every
 kernel the timed steps use is done (and timed, ``compile_s``) before the timed steps, so
 ``step_s`` is the median steady-state step. ``first_step_s`` / ``warm_first_step_s`` come from
@@ -72,7 +72,7 @@ def pin_threads(threads: int):
 
 
 def make_config(args):
-  from mutualnet_jax import default_config
+  from mutualnet_jax.config import defaults
   if args.config:
     import importlib.util
     spec = importlib.util.spec_from_file_location('bench_config', args.config)
@@ -80,7 +80,7 @@ def make_config(args):
     spec.loader.exec_module(mod)
     c = mod.get_config()
   else:
-    c = default_config.get_config()
+    c = defaults.get_config()
     c.model = args.model
   c.global_batch_size = args.batch
   if args.resolutions:
@@ -102,10 +102,10 @@ SCHEDULE = (10_000, 1_000)   # total steps, steps per epoch of the learning-rate
 def synthetic_batch(config):
   """One host batch, the same in every process: images at each resolution and labels."""
   import numpy as np
-  from mutualnet_jax import sandwich
+  from mutualnet_jax.training import mutualnet
   rng = np.random.default_rng(0)
   b = config.global_batch_size
-  host = {sandwich.image_key(int(r)): rng.standard_normal((b, r, r, 3), np.float32)
+  host = {mutualnet.image_key(int(r)): rng.standard_normal((b, r, r, 3), np.float32)
           for r in config.resolutions}
   host['label'] = rng.integers(0, config.num_classes, b).astype(np.int32)
   return host
@@ -117,26 +117,31 @@ class Setup:
   def __init__(self, config, max_workers=2):
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from mutualnet_jax import cpu_runtime, models, optim, parallel, sandwich, train_step
+    from mutualnet_jax.runtime import xla_cpu
+    from mutualnet_jax import models
+    from mutualnet_jax.training import optim
+    from mutualnet_jax.runtime import parallel
+    from mutualnet_jax.training import mutualnet
+    from mutualnet_jax.training import step_kernels
     self.config = config
     self.mesh = parallel.create_mesh()
     self.model = models.from_config(config)
-    params = models.init_params(self.model, config)
+    params = step_kernels.init_params(self.model, config)
     schedule = optim.learning_rate_schedule(config, *SCHEDULE)
     self.optimizer = optim.create_optimizer(config, schedule)
     rep, shard = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(parallel.DATA))
-    self.state = jax.device_put(train_step.create_train_state(params, self.optimizer), rep)
-    self.kernels = train_step.StepKernels(
+    self.state = jax.device_put(step_kernels.create_train_state(params, self.optimizer), rep)
+    self.kernels = step_kernels.StepKernels(
         self.model, self.optimizer, self.mesh, jax.eval_shape(lambda: params),
         config.global_batch_size, config.num_classes, max_workers=max_workers,
-        compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime),
+        compiler_options=xla_cpu.compiler_options(config.tune_cpu_runtime),
         cache_tag=optim.describe(config, *SCHEDULE))
     self.batch = jax.device_put(synthetic_batch(config), shard)
-    self.image_key = sandwich.image_key
+    self.image_key = mutualnet.image_key
 
   def step(self, subnets):
-    from mutualnet_jax import train_step
-    self.state, metrics = train_step.run_step(self.kernels, self.state, self.batch, subnets,
+    from mutualnet_jax.training import step_kernels
+    self.state, metrics = step_kernels.run_step(self.kernels, self.state, self.batch, subnets,
                                               self.image_key)
     return metrics
 
@@ -165,9 +170,9 @@ def time_jax(config, steps: int, torch_threads: int = 0):
   With ``torch_threads``, each JAX step is followed by the same step in PyTorch, in this
   process: same time window, same allocator settings (those cpu_runtime gave this process).
   """
-  from mutualnet_jax import sandwich
+  from mutualnet_jax.training import mutualnet
   s = Setup(config)
-  draws = [sandwich.draw_subnets(config, t) for t in range(steps)]
+  draws = [mutualnet.draw_subnets(config, t) for t in range(steps)]
   t0 = time.perf_counter()
   s.kernels.precompile([x for d in draws for x in d], len(draws[0]))
   for d in draws:
@@ -242,7 +247,8 @@ def torch_model(config):
   """The config's model from ``torch_models`` (the tiny v1 assembled from its blocks)."""
   import torch.nn.functional as F
   from torch import nn
-  from mutualnet_jax import models, torch_models
+  from mutualnet_jax import models
+  from mutualnet_jax.interop import torch_models
   kw = dict(num_classes=config.num_classes, max_width=config.width_upper,
             min_width=config.width_lower)
   if config.model == 'mobilenet_v1':
@@ -289,7 +295,8 @@ def torch_stepper(config, threads: int):
   import numpy as np
   import torch
   import torch.nn.functional as F
-  from mutualnet_jax import sandwich, torch_models
+  from mutualnet_jax.training import mutualnet
+  from mutualnet_jax.interop import torch_models
   host_batch = synthetic_batch(config)
   torch.set_num_threads(threads)
   torch.manual_seed(0)
@@ -307,7 +314,7 @@ def torch_stepper(config, threads: int):
                          {'params': no_decay, 'weight_decay': 0.0}], lr=lr,
                         momentum=config.momentum, nesterov=config.nesterov)
   images = {r: torch.from_numpy(np.ascontiguousarray(
-      host_batch[sandwich.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}
+      host_batch[mutualnet.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}
   labels = torch.from_numpy(host_batch['label'].astype(np.int64))
 
   def step(subnets):
@@ -342,9 +349,9 @@ def torch_child(args):
 
 
 def child_torch(args, config):
-  from mutualnet_jax import sandwich
+  from mutualnet_jax.training import mutualnet
   step, info = torch_stepper(config, args.threads)
-  times = _timed(step, [sandwich.draw_subnets(config, t) for t in range(args.steps)])
+  times = _timed(step, [mutualnet.draw_subnets(config, t) for t in range(args.steps)])
   return {'torch_step_s': round(_median(times), 4),
           'torch_step_times_s': [round(t, 4) for t in times], **info}
 
@@ -386,14 +393,15 @@ def first_step_children(args):
 def child_first_step(args, config):
   """What a (re)started training run does before its first step, as train.py orders it."""
   import jax
-  from mutualnet_jax import parallel, sandwich
+  from mutualnet_jax.runtime import parallel
+  from mutualnet_jax.training import mutualnet
   stages = {}
   stage = lambda name: stages.setdefault(name, round(time.time() - args.t0, 3))
   parallel.start(config)
   stage('imports_and_start')
   s = Setup(config)
   stage('setup')
-  subnets = sandwich.draw_subnets(config, 0)
+  subnets = mutualnet.draw_subnets(config, 0)
   s.kernels.precompile(subnets, len(subnets))
   s.kernels.ready(subnets)
   stage('kernels_ready')
@@ -408,11 +416,12 @@ def child_first_step(args, config):
 
 def child_compile(args, config):
   """Compile every kernel of the grid with ``--workers`` threads; wall and summed seconds."""
-  from mutualnet_jax import parallel, sandwich
+  from mutualnet_jax.runtime import parallel
+  from mutualnet_jax.training import mutualnet
   parallel.start(config)
   s = Setup(config, max_workers=args.workers)
-  grid = sandwich.all_subnets(config)
-  n = len(sandwich.draw_subnets(config, 0))
+  grid = mutualnet.all_subnets(config)
+  n = len(mutualnet.draw_subnets(config, 0))
   t0 = time.perf_counter()
   if args.workers > 1:
     s.kernels.precompile(grid, n)
@@ -462,7 +471,7 @@ def main(argv=None):
     print(json.dumps(child_torch(args, config)))
     return
   import jax
-  from mutualnet_jax import parallel
+  from mutualnet_jax.runtime import parallel
   from mutualnet_jax.models import ops
   if args.cache_dir == 'none':   # also ignore $JAX_COMPILATION_CACHE_DIR: compile for real
     jax.config.update('jax_enable_compilation_cache', False)

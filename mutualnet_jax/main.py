@@ -1,7 +1,7 @@
 """Command line: ``python -m mutualnet_jax.main --config=configs/mbv1.py --workdir=DIR [--mode=eval]``.
 
-Flags only; the work happens in :func:`mutualnet_jax.train.train_and_evaluate` (training) and
-:func:`mutualnet_jax.evaluate.evaluate_grid` (BN calibration and the query table).
+Flags only; the work happens in :func:`mutualnet_jax.training.trainer.train_and_evaluate` (training) and
+:func:`mutualnet_jax.evaluation.evaluator.evaluate_grid` (BN calibration and the query table).
 """
 
 import logging as std_logging
@@ -37,11 +37,11 @@ def main(argv):
   logging.info('Config:\n%s', FLAGS.config)
   # pylint: disable=g-import-not-at-top
   if FLAGS.mode in ('train', 'train_and_eval'):
-    from mutualnet_jax import train
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    from mutualnet_jax.training import trainer
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if FLAGS.mode in ('eval', 'train_and_eval'):
-    from mutualnet_jax import evaluate
-    evaluate.evaluate_grid(FLAGS.config, FLAGS.workdir)
+    from mutualnet_jax.evaluation import evaluator
+    evaluator.evaluate_grid(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

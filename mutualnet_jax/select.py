@@ -12,17 +12,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from mutualnet_jax import query_table
-
-
-def describe(row) -> str:
-  parts = [f"width {row['width']:g}", f"resolution {row['resolution']}",
-           f"{row['mmacs']:.2f} MFLOPs", f"top-1 {100 * row['top1']:.2f}%"]
-  if row.get('top5') is not None:
-    parts.append(f"top-5 {100 * row['top5']:.2f}%")
-  if row.get('latency_ms') is not None:
-    parts.append(f"latency {row['latency_ms']:.3f} ms (batch 1)")
-  return ', '.join(parts)
+from mutualnet_jax.evaluation import query_table
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -50,13 +40,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   best = query_table.best_within(rows, args.max_mflops, args.max_latency_ms)
   if best is None:
     cheapest = min(rows, key=lambda r: r['mmacs']) if rows else None
-    hint = f' (the cheapest is {describe(cheapest)})' if cheapest else ''
+    hint = f' (the cheapest is {query_table.describe(cheapest)})' if cheapest else ''
     print(f'No configuration in {args.table} fits within {budget}{hint}.', file=sys.stderr)
     return 1
   if args.json:
     print(json.dumps(best))
   else:
-    print(f'Best within {budget}: {describe(best)}')
+    print(f'Best within {budget}: {query_table.describe(best)}')
   return 0
 
 

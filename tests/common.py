@@ -5,14 +5,14 @@ import os
 import subprocess
 import sys
 
-from mutualnet_jax import default_config
+from mutualnet_jax.config import defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**overrides):
   """The tiny slimmable MobileNet on the bundled digits: 6 kernels in all (4 students)."""
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.model = 'mobilenet_v1_tiny'
   c.dataset = 'digits'
   c.eval_split = 'test'
@@ -43,12 +43,13 @@ def tiny_config(**overrides):
 def tiny_step_parts(config=None):
   """(config, one-device mesh, model, parameters, optimiser) of a tiny training step."""
   import jax  # pylint: disable=g-import-not-at-top
-  from mutualnet_jax import models, optim  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax import models  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.training import optim, step_kernels  # pylint: disable=g-import-not-at-top
   c = config or tiny_config()
   mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1],
                        axis_types=(jax.sharding.AxisType.Auto,))
   model = models.from_config(c)
-  params = models.init_params(model, c)
+  params = step_kernels.init_params(model, c)
   return c, mesh, model, params, optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
 
 

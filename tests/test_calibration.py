@@ -15,7 +15,9 @@ import numpy as np
 import common  # noqa: E402
 import pytest  # noqa: E402
 
-from mutualnet_jax import calibration, models, parallel  # noqa: E402
+from mutualnet_jax.evaluation import calibration  # noqa: E402
+from mutualnet_jax import models  # noqa: E402
+from mutualnet_jax.runtime import parallel  # noqa: E402
 
 WIDTH, RES, BATCH, NUM_BATCHES = 0.5, 16, 8, 3
 
@@ -102,7 +104,8 @@ import numpy as np
 sys.path.insert(0, %r)
 import jax
 import test_calibration as t
-from mutualnet_jax import calibration, parallel
+from mutualnet_jax.evaluation import calibration
+from mutualnet_jax.runtime import parallel
 assert jax.device_count() == 2
 model, params, batches = t.tiny_setup()
 stats = calibration.calibrate_bn(model, params, t.WIDTH, t.RES, batches, parallel.create_mesh())

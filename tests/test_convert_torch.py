@@ -12,8 +12,10 @@ import pytest  # noqa: E402
 
 torch = pytest.importorskip('torch')
 
-from mutualnet_jax import convert_torch, models  # noqa: E402
-from mutualnet_jax import torch_models as tm  # noqa: E402
+from mutualnet_jax import convert_torch as convert_torch_cli  # noqa: E402
+from mutualnet_jax.interop import convert_torch  # noqa: E402
+from mutualnet_jax import models  # noqa: E402
+from mutualnet_jax.interop import torch_models as tm  # noqa: E402
 
 DATA = pathlib.Path(__file__).parent / 'data'
 RESOLUTIONS = (224, 192, 160, 128)
@@ -174,7 +176,7 @@ def test_pickle_needing_code_execution_is_refused(tmp_path, capsys):
   torch.save({'model': {}, 'payload': _RunsCode(marker)}, path)
   with pytest.raises(convert_torch.ConversionError, match='refusing to load'):
     convert_torch.load_state_dict(str(path))
-  rc = convert_torch.main(['--checkpoint', str(path), '--model', 'mobilenet_v1',
+  rc = convert_torch_cli.main(['--checkpoint', str(path), '--model', 'mobilenet_v1',
                            '--workdir', str(tmp_path / 'out')])
   assert rc != 0 and 'refusing to load' in capsys.readouterr().err
   assert not os.path.exists(marker)
@@ -185,7 +187,7 @@ def test_cli_bad_checkpoint_writes_nothing(tmp_path, capsys):
   sd = _state_dict('mobilenet_v1')
   del sd['module.classifier.0.bias']
   torch.save({'model': sd}, tmp_path / 'bad.pt')
-  rc = convert_torch.main(['--checkpoint', str(tmp_path / 'bad.pt'), '--model', 'mobilenet_v1',
+  rc = convert_torch_cli.main(['--checkpoint', str(tmp_path / 'bad.pt'), '--model', 'mobilenet_v1',
                            '--workdir', str(tmp_path / 'out')])
   assert rc != 0 and 'missing key module.classifier.0.bias' in capsys.readouterr().err
   assert not (tmp_path / 'out').exists()
@@ -200,7 +202,7 @@ def test_cli_writes_restorable_checkpoint(tmp_path, wrapped):
   obj = {'model': sd, 'optimizer': {'state': {}}, 'last_epoch': 249} if wrapped else sd
   torch.save(obj, tmp_path / 'ckpt.pt')
   workdir = tmp_path / 'run'
-  assert convert_torch.main(['--checkpoint', str(tmp_path / 'ckpt.pt'), '--model',
+  assert convert_torch_cli.main(['--checkpoint', str(tmp_path / 'ckpt.pt'), '--model',
                              'mobilenet_v1', '--workdir', str(workdir)]) == 0
   expected = convert_torch.convert(sd, 'mobilenet_v1')['params']
   mngr = ocp.CheckpointManager(str(workdir / 'checkpoints'), item_names=('state', 'meta'))
@@ -214,14 +216,14 @@ def test_cli_writes_restorable_checkpoint(tmp_path, wrapped):
   assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), b), got, expected))
   # A second conversion into the same workdir is refused instead of overwriting.
   with pytest.raises(SystemExit) as e:
-    convert_torch.main(['--checkpoint', str(tmp_path / 'ckpt.pt'), '--model', 'mobilenet_v1',
+    convert_torch_cli.main(['--checkpoint', str(tmp_path / 'ckpt.pt'), '--model', 'mobilenet_v1',
                         '--workdir', str(workdir)])
   assert e.value.code == 2
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
   import torch
-  from mutualnet_jax import convert_torch
+  from mutualnet_jax.interop import convert_torch
   path = tmp_path / 'ok.pt'
   torch.save({'model': {'w': torch.zeros(3)}}, path)
   data = path.read_bytes()

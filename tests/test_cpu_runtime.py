@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import common
-from mutualnet_jax import cpu_runtime, sandwich, train_step
+from mutualnet_jax.runtime import xla_cpu
+from mutualnet_jax.training import mutualnet
+from mutualnet_jax.training import step_kernels
 
 # A kernel whose ~64 MB temporaries XLA must materialise (a sort cannot fuse with its
 # producer), run repeatedly in a fresh process: minor page faults per execution.
@@ -14,7 +16,7 @@ PAGE_FAULTS = r'''
 import json, resource, sys
 import jax, jax.numpy as jnp
 import common
-from mutualnet_jax import parallel
+from mutualnet_jax.runtime import parallel
 parallel.start(common.tiny_config(tune_cpu_runtime=TUNE))
 f = jax.jit(lambda v: jnp.sum(jnp.sort(jnp.sin(v), axis=-1) * 2))
 v = jnp.ones((64, 512, 512), jnp.float32)
@@ -61,8 +63,8 @@ def parked():
     libc.free(b)
   return libc.mallinfo2().fsmblks
 before = max(parked() for _ in range(3))
-from mutualnet_jax import cpu_runtime
-cpu_runtime.tune_host_memory(True)
+from mutualnet_jax.runtime import xla_cpu
+xla_cpu.tune_host_memory(True)
 print(json.dumps({'before': before, 'after': max(parked() for _ in range(3))}))
 '''
 
@@ -76,9 +78,9 @@ def test_tuned_runtime_turns_glibc_fastbins_off():
 
 def test_compiler_options_take_effect_in_xla():
   """The YNNPACK DOT fusion pulls the elementwise neighbour of a dot into its fusion."""
-  options = cpu_runtime.compiler_options()
-  assert options == {cpu_runtime.YNN_FUSION_OPTION: cpu_runtime.YNN_FUSION_TYPES}
-  assert cpu_runtime.compiler_options(enabled=False) == {}
+  options = xla_cpu.compiler_options()
+  assert options == {xla_cpu.YNN_FUSION_OPTION: xla_cpu.YNN_FUSION_TYPES}
+  assert xla_cpu.compiler_options(enabled=False) == {}
   f = lambda x, w, a: jnp.maximum(x @ w * a, 0.0)
   args = (jnp.ones((256, 64)), jnp.ones((64, 64)), jnp.ones((64,)))   # YNNPACK skips tinier dots
   def loop_fusions(opts):
@@ -91,7 +93,7 @@ def test_compiler_options_take_effect_in_xla():
 
 def _tiny_kernels(compiler_options):
   c, mesh, model, params, opt = common.tiny_step_parts()
-  kernels = train_step.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
+  kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
                                    c.global_batch_size, c.num_classes,
                                    compiler_options=compiler_options)
   return c, params, kernels
@@ -100,7 +102,7 @@ def _tiny_kernels(compiler_options):
 def test_step_kernels_hand_their_options_to_xla():
   c, _, kernels = _tiny_kernels({'xla_no_such_option_for_this_test': 'true'})
   with pytest.raises(Exception, match='xla_no_such_option_for_this_test'):
-    kernels.get(sandwich.draw_subnets(c, 0)[0])
+    kernels.get(mutualnet.draw_subnets(c, 0)[0])
   kernels.close()
 
 
@@ -112,7 +114,7 @@ def test_tuned_and_default_kernels_compute_the_same_gradients():
     r = c.resolutions[0]
     images = jnp.asarray(rng.standard_normal((c.global_batch_size, r, r, 3), np.float32))
     labels = jnp.asarray(rng.integers(0, c.num_classes, c.global_batch_size), jnp.int32)
-    grads, probs, loss, _ = kernels.get(sandwich.draw_subnets(c, 0)[0])(params, images, labels)
+    grads, probs, loss, _ = kernels.get(mutualnet.draw_subnets(c, 0)[0])(params, images, labels)
     results.append((jax.device_get(grads), np.asarray(probs), float(loss[0])))
     kernels.close()
   (g0, p0, l0), (g1, p1, l1) = results

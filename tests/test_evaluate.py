@@ -12,8 +12,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mutualnet_jax import (calibration, checkpointing, evaluate,  # noqa: E402
-                           models, query_table, select)
+from mutualnet_jax import models, select  # noqa: E402
+from mutualnet_jax.evaluation import calibration, evaluator, query_table  # noqa: E402
+from mutualnet_jax.training import checkpointing, step_kernels  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
@@ -46,7 +47,7 @@ def test_calibrated_stats_change_eval_and_missing_stats_fail():
   default = jax.tree.map(lambda a: a, calibrated)
   for bn in jax.tree_util.tree_leaves(default, is_leaf=lambda n: 'mean' in n):
     bn['mean'], bn['var'] = np.zeros_like(bn['mean']), np.ones_like(bn['var'])
-  run = lambda s: np.asarray(evaluate.infer_fn(model, tc.WIDTH)(
+  run = lambda s: np.asarray(evaluator.infer_fn(model, tc.WIDTH)(
       {'params': params, 'batch_stats': s}, x))
   y_cal, y_first, y_default = run(calibrated), run(first), run(default)
   assert np.all(np.isfinite(y_cal))
@@ -61,8 +62,8 @@ def test_calibrated_stats_change_eval_and_missing_stats_fail():
 def test_evaluate_grid_end_to_end(tmp_path, monkeypatch):
   config = tiny_config()
   model = models.from_config(config)
-  write_checkpoint(tmp_path, config, models.init_params(model, config), step=3)
-  rows = evaluate.evaluate_grid(config, str(tmp_path))
+  write_checkpoint(tmp_path, config, step_kernels.init_params(model, config), step=3)
+  rows = evaluator.evaluate_grid(config, str(tmp_path))
   assert [(r['width'], r['resolution']) for r in rows] == [
       (1.0, 24), (0.25, 24), (1.0, 16), (0.25, 16)]
   with open(tmp_path / 'query_table.csv') as f:
@@ -80,13 +81,14 @@ def test_evaluate_grid_end_to_end(tmp_path, monkeypatch):
   assert len(os.listdir(tmp_path / 'bn_stats')) == 4
   # Evaluating again reuses the cached statistics: no calibration at all.
   monkeypatch.setattr(calibration, 'calibrate_bn', lambda *a, **k: pytest.fail('recalibrated'))
-  again = evaluate.evaluate_grid(config, str(tmp_path), widths=(1.0,), resolutions=(16,))
+  again = evaluator.evaluate_grid(config, str(tmp_path), widths=(1.0,), resolutions=(16,))
   assert again[0]['top1'] == rows[2]['top1']
 
 
 def test_converted_torch_checkpoint_evaluates(tmp_path):
   torch = pytest.importorskip('torch')
-  from mutualnet_jax import convert_torch, torch_models
+  from mutualnet_jax.interop import convert_torch
+  from mutualnet_jax.interop import torch_models
   torch.manual_seed(0)
   net = torch_models.randomize_bn(torch_models.create('mobilenet_v1', num_classes=10))
   variables = convert_torch.convert(torch_models.published_state_dict(net), 'mobilenet_v1')
@@ -94,11 +96,11 @@ def test_converted_torch_checkpoint_evaluates(tmp_path):
       'model': 'mobilenet_v1', 'num_classes': 10, 'max_width': 1.0, 'source': 'torch'})
   config = tiny_config(model='mobilenet_v1', digits_image_size=32, resolutions=(32,),
                        calib_images=32, latency_batch_sizes=(1,))
-  rows = evaluate.evaluate_grid(config, str(tmp_path), widths=(0.25,))
+  rows = evaluator.evaluate_grid(config, str(tmp_path), widths=(0.25,))
   assert len(rows) == 1 and rows[0]['step'] == 0 and rows[0]['eval_images'] == 300
   assert 0 <= rows[0]['top1'] <= 1
   assert rows[0]['mmacs'] == pytest.approx(
-      __import__('mutualnet_jax.flops', fromlist=['x']).count(
+      __import__('mutualnet_jax.evaluation.flops', fromlist=['x']).count(
           models.create('mobilenet_v1', num_classes=10), 0.25, 32)[0] / 1e6)
 
 
@@ -146,15 +148,17 @@ def test_select_cli_exit_status(tmp_path):
 MESH_THEN_ONE_DEVICE = r'''
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from mutualnet_jax import evaluate, models, parallel
+from mutualnet_jax.evaluation import evaluator
+from mutualnet_jax import models
+from mutualnet_jax.runtime import parallel
 mesh = parallel.create_mesh()
 model = models.create('mobilenet_v1_tiny', num_classes=10)
 x = np.zeros((4, 8, 8, 3), np.float32)
 params = model.init(jax.random.key(0), x, width=1.0, train=True)['params']
 _, stats = model.apply({'params': params}, x, width=0.5, train=True, mutable=['batch_stats'])
 variables = jax.device_put({'params': params, **stats}, NamedSharding(mesh, P()))
-evaluate.infer_fn(model, 0.5)(variables, jax.device_put(x, NamedSharding(mesh, P('data'))))
-evaluate.measure_latency(model, variables, 0.5, 8, 1, 1)   # as evaluate_grid does
+evaluator.infer_fn(model, 0.5)(variables, jax.device_put(x, NamedSharding(mesh, P('data'))))
+evaluator.measure_latency(model, variables, 0.5, 8, 1, 1)   # as evaluate_grid does
 print(jax.device_count())
 '''
 

@@ -11,7 +11,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mutualnet_jax import calibration, export, models, parallel  # noqa: E402
+from mutualnet_jax import export as export_cli  # noqa: E402
+from mutualnet_jax.evaluation import calibration  # noqa: E402
+from mutualnet_jax.interop import export  # noqa: E402
+from mutualnet_jax import models  # noqa: E402
+from mutualnet_jax.runtime import parallel  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_calibration as tc  # noqa: E402
@@ -24,14 +28,14 @@ def test_export_from_workdir_restores_standalone_and_tflite_matches(tmp_path, ca
   te.write_checkpoint(tmp_path / 'run', config, params, step=5)
   workdir = str(tmp_path / 'run')
   # Without cached statistics and without a config, export refuses (it cannot calibrate).
-  with pytest.raises(SystemExit, match='no statistics calibrated'):
+  with pytest.raises(export.ExportError, match='no statistics calibrated'):
     export.export_from_workdir(workdir, tc.WIDTH, tc.RES, str(tmp_path / 'x'), None, False)
   stats = calibration.calibrate_bn(model, params, tc.WIDTH, tc.RES, batches,
                                    parallel.create_mesh())
   calibration.save_stats(calibration.stats_path(workdir, tc.WIDTH, tc.RES), stats,
                          {'step': 5})
   out = str(tmp_path / 'export')
-  assert export.main(['--workdir', workdir, '--width', str(tc.WIDTH), '--resolution',
+  assert export_cli.main(['--workdir', workdir, '--width', str(tc.WIDTH), '--resolution',
                       str(tc.RES), '--out', out]) == 0
   result = json.loads(capsys.readouterr().out)
   # Standalone: the fixed-width module, no slimmable knowledge needed to restore and run.

@@ -22,8 +22,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 import common
-from mutualnet_jax import checkpointing, config_validation, input_pipeline, sandwich, train
-from mutualnet_jax import train_step
+from mutualnet_jax.training import checkpointing
+from mutualnet_jax.config import checks
+from mutualnet_jax.data import pipeline
+from mutualnet_jax.training import mutualnet
+from mutualnet_jax.training import trainer
+from mutualnet_jax.training import step_kernels
 
 STEPS, EVERY = 10, 2   # every run here shares this schedule, so all runs are comparable
 
@@ -32,10 +36,12 @@ KILLS = r'''
 import json, os, random, signal, sys, time, traceback
 import jax, numpy as np
 import common
-from mutualnet_jax import checkpointing, input_pipeline, train
+from mutualnet_jax.training import checkpointing
+from mutualnet_jax.data import pipeline
+from mutualnet_jax.training import trainer
 root, steps, every, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 real_restore, real_save = checkpointing.restore_latest, checkpointing.save
-real_batches = input_pipeline.device_batches
+real_batches = pipeline.device_batches
 
 
 def child(workdir, events, kill_after_save, kill_at_step):
@@ -71,9 +77,9 @@ def child(workdir, events, kill_after_save, kill_at_step):
       yield batch
 
   checkpointing.restore_latest, checkpointing.save = restore_latest, save
-  input_pipeline.device_batches = device_batches
+  pipeline.device_batches = device_batches
   c = common.tiny_config(num_train_steps=steps, checkpoint_every_steps=every)
-  state = train.train_and_evaluate(c, workdir)
+  state = trainer.train_and_evaluate(c, workdir)
   leaves = [np.asarray(l) for l in jax.tree.leaves(jax.device_get(state.params))]
   np.savez(os.path.join(workdir, 'final.npz'), *leaves)
   note(event='done', step=int(state.step))
@@ -250,7 +256,7 @@ def test_corrupt_newest_checkpoint_falls_back_with_warning(kills, tmp_path, capl
     return   # one continued run is enough: it must redo steps 8..10 and match the reference
   caplog.clear()
   with caplog.at_level(logging.WARNING):
-    state = train.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
+    state = trainer.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
                                                         checkpoint_every_steps=EVERY), str(wd))
   assert any(f'{ckpt}/10' in m for m in caplog.messages), caplog.messages
   got = [np.asarray(l) for l in jax.tree.leaves(jax.device_get(state.params))]
@@ -267,7 +273,7 @@ def test_no_readable_checkpoint_is_a_clear_error(kills, tmp_path):
     _delete_state_files(str(wd / 'checkpoints' / str(s)))
   before = sorted(os.listdir(wd / 'checkpoints'))
   with pytest.raises(checkpointing.CheckpointError) as e:
-    train.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
+    trainer.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
                                                 checkpoint_every_steps=EVERY), str(wd))
   msg = str(e.value)
   assert 'no checkpoint' in msg and all(f'step {s}:' in msg for s in (6, 8, 10)), msg
@@ -284,7 +290,7 @@ def test_workdir_of_another_run_is_refused_by_name(kills, tmp_path, override, na
   before = {s: os.path.getmtime(wd / 'checkpoints' / s) for s in os.listdir(wd / 'checkpoints')}
   c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY, **override)
   with pytest.raises(checkpointing.CheckpointError) as e:
-    train.train_and_evaluate(c, str(wd))
+    trainer.train_and_evaluate(c, str(wd))
   assert f'{named}: checkpoint has' in str(e.value), str(e.value)
   assert {s: os.path.getmtime(wd / 'checkpoints' / s)
           for s in os.listdir(wd / 'checkpoints')} == before
@@ -297,20 +303,20 @@ def test_nan_images_stop_training_naming_step_and_subnet(kills, tmp_path, monkey
   c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY)
   # A step (with checkpoints 6 or 8 in the reference to compare) with a student at 8 pixels.
   bad_step = next(s for s in range(6, 10)
-                  if any(x.resolution == 8 for x in sandwich.draw_subnets(c, s)[1:]))
-  culprit = next(x for x in sandwich.draw_subnets(c, bad_step)[1:] if x.resolution == 8)
-  real = input_pipeline.device_batches
+                  if any(x.resolution == 8 for x in mutualnet.draw_subnets(c, s)[1:]))
+  culprit = next(x for x in mutualnet.draw_subnets(c, bad_step)[1:] if x.resolution == 8)
+  real = pipeline.device_batches
 
   def poisoned(*a, **k):
     for step, batch in enumerate(real(*a, **k)):
       if step == bad_step:
-        key = input_pipeline.image_key(8)
+        key = pipeline.image_key(8)
         batch = dict(batch, **{key: batch[key] * np.float32('nan')})
       yield batch
 
-  monkeypatch.setattr(input_pipeline, 'device_batches', poisoned)
-  with pytest.raises(train.NonFiniteError) as e:
-    train.train_and_evaluate(c, str(tmp_path))
+  monkeypatch.setattr(pipeline, 'device_batches', poisoned)
+  with pytest.raises(trainer.NonFiniteError) as e:
+    trainer.train_and_evaluate(c, str(tmp_path))
   msg = str(e.value)
   assert f'at step {bad_step} in subnet {culprit}' in msg, msg
   steps = _steps(os.listdir(tmp_path / 'checkpoints'))
@@ -325,11 +331,11 @@ def test_nan_images_stop_training_naming_step_and_subnet(kills, tmp_path, monkey
 def test_huge_learning_rate_stops_with_step_and_subnet(tmp_path):
   c = common.tiny_config(num_train_steps=4, checkpoint_every_steps=1, log_every_steps=1,
                          base_lr=1e30)
-  with pytest.raises(train.NonFiniteError) as e:
-    train.train_and_evaluate(c, str(tmp_path))
+  with pytest.raises(trainer.NonFiniteError) as e:
+    trainer.train_and_evaluate(c, str(tmp_path))
   msg = str(e.value)
   bad = int(msg.split('at step ')[1].split()[0])
-  subnets = [str(s) for s in sandwich.draw_subnets(c, bad)]
+  subnets = [str(s) for s in mutualnet.draw_subnets(c, bad)]
   assert any(f'in subnet {s}' in msg for s in subnets), msg
   steps = _steps(os.listdir(tmp_path / 'checkpoints'))
   assert steps and steps[-1] == bad, (steps, msg)   # nothing saved from the bad step on
@@ -356,8 +362,8 @@ BAD = {
 @pytest.mark.parametrize('name', sorted(BAD))
 def test_each_config_problem_is_reported(name):
   override, needle = BAD[name]
-  with pytest.raises(config_validation.ConfigError) as e:
-    config_validation.validate(common.tiny_config(**override), device_count=2)
+  with pytest.raises(checks.ConfigError) as e:
+    checks.validate(common.tiny_config(**override), device_count=2)
   assert any(needle in p for p in e.value.problems), e.value.problems
 
 
@@ -365,17 +371,17 @@ def test_every_problem_listed_at_once_and_before_compiling(tmp_path, monkeypatch
   c = common.tiny_config(width_lower=1.5, width_upper=1.0, resolutions=(), global_batch_size=33,
                          model='resnet7', dataset='no_such_dataset_xyz', mode='sandwich',
                          calib_images=8, init_checkpoint='/nonexistent/run')
-  with pytest.raises(config_validation.ConfigError) as e:
-    config_validation.validate(c, device_count=2)
+  with pytest.raises(checks.ConfigError) as e:
+    checks.validate(c, device_count=2)
   problems = e.value.problems
   for key in ('width_lower', 'resolutions', 'global_batch_size', 'model', 'no_such_dataset_xyz',
               'mode', 'calib_images', 'init_checkpoint'):
     assert any(key in p for p in problems), (key, problems)
   compiled = []
-  monkeypatch.setattr(train_step.StepKernels, '_build', lambda self, key: compiled.append(key))
+  monkeypatch.setattr(step_kernels.StepKernels, '_build', lambda self, key: compiled.append(key))
   t0 = time.perf_counter()
-  with pytest.raises(config_validation.ConfigError) as e:
-    train.train_and_evaluate(c, str(tmp_path / 'wd'))
+  with pytest.raises(checks.ConfigError) as e:
+    trainer.train_and_evaluate(c, str(tmp_path / 'wd'))
   assert time.perf_counter() - t0 < 5.0
   assert len(e.value.problems) >= 7, e.value.problems
   assert compiled == [] and not os.path.exists(tmp_path / 'wd' / 'checkpoints')
@@ -395,7 +401,7 @@ class _Exploit:
 @pytest.mark.parametrize('legacy', [False, True])
 def test_torch_checkpoint_needing_code_execution_is_refused(tmp_path, legacy):
   torch = pytest.importorskip('torch')
-  from mutualnet_jax import convert_torch  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.interop import convert_torch  # pylint: disable=g-import-not-at-top
   marker = tmp_path / 'pwned'
   path = tmp_path / 'evil.pt'
   payload = {'model': {'features.0.0.weight': torch.zeros(2)}, 'x': _Exploit(str(marker))}

@@ -12,7 +12,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mutualnet_jax import flops, models  # noqa: E402
+from mutualnet_jax import flops as flops_cli  # noqa: E402
+from mutualnet_jax.evaluation import flops  # noqa: E402
+from mutualnet_jax import models  # noqa: E402
 
 DATA = pathlib.Path(__file__).parent / 'data'
 
@@ -82,7 +84,7 @@ def test_xla_cost_analysis_is_about_twice_the_macs():
 
 
 def test_cli_json(capsys):
-  assert flops.main(['--model', 'mobilenet_v1', '--widths', '1.0,0.25',
+  assert flops_cli.main(['--model', 'mobilenet_v1', '--widths', '1.0,0.25',
                      '--resolutions', '224,128', '--json']) == 0
   rows = json.loads(capsys.readouterr().out)
   assert len(rows) == 4
@@ -94,7 +96,7 @@ def test_cli_json(capsys):
 
 
 def test_cli_table(capsys):
-  assert flops.main(['--model', 'mobilenet_v2', '--widths', '0.7', '--resolutions', '128']) == 0
+  assert flops_cli.main(['--model', 'mobilenet_v2', '--widths', '0.7', '--resolutions', '128']) == 0
   out = capsys.readouterr().out
   assert '57.6' in out and 'mobilenet_v2' in out
 
@@ -111,7 +113,7 @@ def test_cli_table(capsys):
 def test_cli_errors(capsys, argv, message):
   t0 = time.time()
   with pytest.raises(SystemExit) as e:
-    flops.main(argv)
+    flops_cli.main(argv)
   assert e.value.code == 2
   assert message in capsys.readouterr().err
   assert time.time() - t0 < 5   # rejected before anything is traced or compiled

@@ -12,7 +12,9 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from mutualnet_jax import default_config, input_pipeline as ip, preprocess
+from mutualnet_jax.config import defaults
+from mutualnet_jax.data import pipeline as ip
+from mutualnet_jax.data import preprocess
 
 RES = (32, 24, 16)
 LOW = (np.array([0.0, 0.0, 0.0]) - preprocess.MEAN_RGB) / preprocess.STDDEV_RGB
@@ -40,7 +42,7 @@ def folder(tmp_path_factory):
 
 
 def _config(**kw):
-  c = default_config.get_config()
+  c = defaults.get_config()
   c.resolutions = RES
   c.global_batch_size = 4
   c.eval_batch_size = 4

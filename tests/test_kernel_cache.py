@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import common
-from mutualnet_jax import kernel_cache, optim, sandwich, train_step
+from mutualnet_jax.runtime import kernel_cache
+from mutualnet_jax.training import optim
+from mutualnet_jax.training import mutualnet
+from mutualnet_jax.training import step_kernels
 
 ARGS = (jax.ShapeDtypeStruct((8, 4), jnp.float32), jax.ShapeDtypeStruct((4,), jnp.float32))
 
@@ -97,19 +100,19 @@ def test_step_kernels_restarted_reuse_exported_kernels_with_identical_results(tm
                                                                                monkeypatch):
   monkeypatch.setattr(kernel_cache, 'default_directory', lambda: str(tmp_path))
   c, mesh, model, params, opt = common.tiny_step_parts()
-  state = train_step.create_train_state(params, opt)
+  state = step_kernels.create_train_state(params, opt)
   rng = np.random.default_rng(0)
-  batch = {sandwich.image_key(r): rng.standard_normal((c.global_batch_size, r, r, 3), np.float32)
+  batch = {mutualnet.image_key(r): rng.standard_normal((c.global_batch_size, r, r, 3), np.float32)
            for r in c.resolutions}
   batch['label'] = rng.integers(0, c.num_classes, c.global_batch_size).astype(np.int32)
-  subnets = sandwich.draw_subnets(c, 0)
+  subnets = mutualnet.draw_subnets(c, 0)
   results, caches = [], []
   for _ in range(2):   # a run, then a "restarted" one
-    kernels = train_step.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
+    kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
                                      c.global_batch_size, c.num_classes,
                                      cache_tag=optim.describe(c, 100, 10))
     fresh = jax.tree.map(jnp.copy, state)   # the update kernel donates the state
-    new_state, metrics = train_step.run_step(kernels, fresh, batch, subnets, sandwich.image_key)
+    new_state, metrics = step_kernels.run_step(kernels, fresh, batch, subnets, mutualnet.image_key)
     results.append(jax.device_get((new_state.params, metrics)))
     caches.append(kernels.kernel_cache)
     kernels.close()
@@ -118,7 +121,7 @@ def test_step_kernels_restarted_reuse_exported_kernels_with_identical_results(tm
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_array_equal(a, b)
   # Another schedule length bakes other constants into the update kernel: a different key.
-  kernels = train_step.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
+  kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
                                    c.global_batch_size, c.num_classes,
                                    cache_tag=optim.describe(c, 200, 10))
   kernels.update(len(subnets))
@@ -140,7 +143,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 QUICK_PROGRAM = r'''
 import json, os
 import jax, jax.numpy as jnp
-from mutualnet_jax import parallel
+from mutualnet_jax.runtime import parallel
 parallel.enable_compilation_cache(CACHE)
 jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).block_until_ready()
 print(json.dumps(sorted(os.listdir(CACHE))))

@@ -13,7 +13,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, 'launch', 'tpu.py')
 # A config file that is certainly in the repository (configs/ may be empty).
-IN_REPO_CONFIG = 'mutualnet_jax/default_config.py'
+IN_REPO_CONFIG = 'mutualnet_jax/config/defaults.py'
 ZONE = 'us-central2-b'
 ENV_VARS = ('TPU_NAME', 'TPU_ZONE', 'GCP_PROJECT', 'TPU_ACCELERATOR_TYPE',
             'TPU_RUNTIME_VERSION', 'MUTUALNET_WORKDIR', 'TFDS_DATA_DIR')

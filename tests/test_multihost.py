@@ -18,7 +18,8 @@ WORKER = r'''
 import json, sys
 import jax, numpy as np
 import common
-from mutualnet_jax import input_pipeline, train
+from mutualnet_jax.data import pipeline
+from mutualnet_jax.training import trainer
 workdir = sys.argv[1]
 c = common.tiny_config(num_train_steps=4, checkpoint_every_steps=2)
 rng = np.random.default_rng(0)
@@ -33,8 +34,8 @@ def same_global_batches(config, start_step=0, **unused):
     x = images[step, rows]
     yield {'label': labels[step, rows], 'image_16': x, 'image_8': x[:, ::2, ::2]}
 
-train.input_pipeline.create_train_dataset = same_global_batches
-state = train.train_and_evaluate(c, workdir)
+trainer.pipeline.create_train_dataset = same_global_batches
+state = trainer.train_and_evaluate(c, workdir)
 params = jax.device_get(state.params)
 print(json.dumps({'process': jax.process_index(), 'processes': jax.process_count(),
                   'devices': jax.device_count(), 'step': int(state.step),
@@ -45,7 +46,8 @@ RESTORE = r'''
 import json, sys
 import jax, numpy as np
 import common
-from mutualnet_jax import checkpointing, models
+from mutualnet_jax.training import checkpointing
+from mutualnet_jax import models
 params, meta, step = checkpointing.restore_params(sys.argv[1])
 c = common.tiny_config()
 model = models.from_config(c)

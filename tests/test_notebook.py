@@ -120,7 +120,7 @@ def test_built_in_config_matches_configs_demo():
   fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == 'demo_config')
   namespace = {}
   exec(compile(ast.Module(body=[
-      ast.parse('from mutualnet_jax import default_config').body[0], fn], type_ignores=[]),
+      ast.parse('from mutualnet_jax.config import defaults').body[0], fn], type_ignores=[]),
       NOTEBOOK, 'exec'), namespace)
   spec = importlib.util.spec_from_file_location('demo', os.path.join(REPO, 'configs', 'demo.py'))
   demo = importlib.util.module_from_spec(spec)

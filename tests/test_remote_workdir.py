@@ -15,7 +15,10 @@ from etils import epath
 from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
-from mutualnet_jax import calibration, checkpointing, files, query_table
+from mutualnet_jax.evaluation import calibration
+from mutualnet_jax.training import checkpointing
+from mutualnet_jax.runtime import files
+from mutualnet_jax.evaluation import query_table
 
 WORKDIR = 'gs://bucket/run'
 

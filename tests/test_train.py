@@ -8,29 +8,34 @@ import numpy as np
 import pytest
 
 import common
-from mutualnet_jax import models, optim, sandwich, train_step
+from mutualnet_jax import models
+from mutualnet_jax.training import optim
+from mutualnet_jax.training import mutualnet
+from mutualnet_jax.training import step_kernels
 
 STEP_ON_8_DEVICES = r'''
 import json, re
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import common
-from mutualnet_jax import (data_sources, input_pipeline, models, optim, parallel, sandwich,
-                           train_step)
+from mutualnet_jax import models
+from mutualnet_jax.data import pipeline, sources
+from mutualnet_jax.runtime import parallel
+from mutualnet_jax.training import mutualnet, optim, step_kernels
 c = common.tiny_config(num_train_steps=8)
 mesh = parallel.create_mesh()
 model = models.from_config(c)
-params = models.init_params(model, c)
+params = step_kernels.init_params(model, c)
 opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
-state = jax.device_put(train_step.create_train_state(params, opt), NamedSharding(mesh, P()))
-kernels = train_step.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
+state = jax.device_put(step_kernels.create_train_state(params, opt), NamedSharding(mesh, P()))
+kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
                                  c.global_batch_size, c.num_classes)
-batch = next(input_pipeline.device_batches(input_pipeline.create_train_dataset(c), mesh))
+batch = next(pipeline.device_batches(pipeline.create_train_dataset(c), mesh))
 drawn, losses, per_step = set(), [], []
 for step in range(c.num_train_steps):
-  subnets = sandwich.draw_subnets(c, step)
+  subnets = mutualnet.draw_subnets(c, step)
   drawn.update(kernels.key(s) for s in subnets)
-  state, m = train_step.run_step(kernels, state, batch, subnets, input_pipeline.image_key)
+  state, m = step_kernels.run_step(kernels, state, batch, subnets, pipeline.image_key)
   losses.append(float(m['losses'][0]))
   count = lambda exe: len(re.findall(r'all-reduce(-start)?\(', exe.as_text()))
   per_step.append(sum(count(kernels.get(s)) for s in subnets) + count(kernels.update(len(subnets))))
@@ -53,9 +58,9 @@ def test_step_on_8_devices_one_allreduce_loss_down_kernels_match_draws():
 
 SAMPLER = r'''
 import json, common
-from mutualnet_jax import sandwich
+from mutualnet_jax.training import mutualnet
 c = common.tiny_config(seed=7, width_lower=0.25, width_step=0.05, resolutions=(224, 192, 160, 128))
-print(json.dumps([[[s.width, s.resolution, s.teacher] for s in sandwich.draw_subnets(c, t)]
+print(json.dumps([[[s.width, s.resolution, s.teacher] for s in mutualnet.draw_subnets(c, t)]
                   for t in range(200)]))
 '''
 
@@ -64,11 +69,11 @@ def test_two_hosts_draw_the_same_subnets_without_communicating():
   other_host = common.last_json(common.run_python(SAMPLER).stdout)
   c = common.tiny_config(seed=7, width_lower=0.25, width_step=0.05,
                          resolutions=(224, 192, 160, 128))
-  here = [[[s.width, s.resolution, s.teacher] for s in sandwich.draw_subnets(c, t)]
+  here = [[[s.width, s.resolution, s.teacher] for s in mutualnet.draw_subnets(c, t)]
           for t in range(200)]
   assert here == other_host
   # The sandwich: teacher at (1.0, 224), the smallest width always, students widest first.
-  grid = sandwich.width_grid(0.25, 1.0, 0.05)
+  grid = mutualnet.width_grid(0.25, 1.0, 0.05)
   for draw in here:
     assert draw[0] == [1.0, 224, True]
     widths = [w for w, _, _ in draw[1:]]
@@ -78,24 +83,24 @@ def test_two_hosts_draw_the_same_subnets_without_communicating():
   assert resolutions == {224, 192, 160, 128}
   # Another seed gives another sequence.
   c.seed = 8
-  assert [[[s.width, s.resolution, s.teacher] for s in sandwich.draw_subnets(c, t)]
+  assert [[[s.width, s.resolution, s.teacher] for s in mutualnet.draw_subnets(c, t)]
           for t in range(200)] != here
 
 
 def test_modes_usnet_and_independent():
   c = common.tiny_config(mode='usnet', width_step=0.1)
   for t in range(20):
-    assert {s.resolution for s in sandwich.draw_subnets(c, t)} == {16}
+    assert {s.resolution for s in mutualnet.draw_subnets(c, t)} == {16}
   c = common.tiny_config(mode='independent', independent_width=0.5, independent_resolution=8)
-  assert sandwich.draw_subnets(c, 3) == [sandwich.Subnet(0.5, 8, True)]
+  assert mutualnet.draw_subnets(c, 3) == [mutualnet.Subnet(0.5, 8, True)]
 
 
 def test_width_grid():
-  assert sandwich.width_grid(0.25, 1.0, 0.25) == (0.25, 0.5, 0.75, 1.0)
-  assert len(sandwich.width_grid(0.25, 1.0, 0.05)) == 16
-  assert sandwich.width_grid(0.7, 1.0, 0.2) == (0.7, 0.9, 1.0)
+  assert mutualnet.width_grid(0.25, 1.0, 0.25) == (0.25, 0.5, 0.75, 1.0)
+  assert len(mutualnet.width_grid(0.25, 1.0, 0.05)) == 16
+  assert mutualnet.width_grid(0.7, 1.0, 0.2) == (0.7, 0.9, 1.0)
   with pytest.raises(ValueError):
-    sandwich.width_grid(1.0, 0.5, 0.1)
+    mutualnet.width_grid(1.0, 0.5, 0.1)
 
 
 def test_step_gradient_is_the_sum_of_the_four_losses_gradients():
@@ -105,24 +110,24 @@ def test_step_gradient_is_the_sum_of_the_four_losses_gradients():
   x = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
   y = jnp.arange(8) % 10
   params = model.init(jax.random.key(0), x, width=1.0, train=True)['params']
-  subnets = [sandwich.Subnet(1.0, 16, True), sandwich.Subnet(1.0, 8), sandwich.Subnet(0.5, 16),
-             sandwich.Subnet(0.5, 8)]
+  subnets = [mutualnet.Subnet(1.0, 16, True), mutualnet.Subnet(1.0, 8), mutualnet.Subnet(0.5, 16),
+             mutualnet.Subnet(0.5, 8)]
   images = {16: x, 8: jax.image.resize(x, (8, 8, 8, 3), 'bilinear')}
 
   def total_loss(p):
     apply = lambda s: model.apply({'params': p}, images[s.resolution], width=s.width, train=True)
     teacher_logits = apply(subnets[0])
     probs = jax.lax.stop_gradient(jax.nn.softmax(teacher_logits))
-    loss = train_step.cross_entropy(teacher_logits, y)
+    loss = step_kernels.cross_entropy(teacher_logits, y)
     for s in subnets[1:]:
-      loss += train_step.distillation_kl(apply(s), probs)
+      loss += step_kernels.distillation_kl(apply(s), probs)
     return loss
 
   @jax.jit
   def accumulated(p):
-    grads, probs, _, _ = train_step.teacher_step(p, images[16], y, model=model, width=1.0)
+    grads, probs, _, _ = step_kernels.teacher_step(p, images[16], y, model=model, width=1.0)
     for s in subnets[1:]:
-      grads, _, _ = train_step.student_step(p, grads, images[s.resolution], probs,
+      grads, _, _ = step_kernels.student_step(p, grads, images[s.resolution], probs,
                                             model=model, width=s.width)
     return grads
 
@@ -136,7 +141,7 @@ def test_distillation_kl_matches_definition():
   s = jnp.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
   t = jax.nn.softmax(jnp.array([[0.3, 0.1, 2.0], [1.0, 1.0, 1.0]]))
   expected = np.sum(np.asarray(t) * (np.log(t) - np.asarray(jax.nn.log_softmax(s)))) / 2
-  np.testing.assert_allclose(train_step.distillation_kl(s, t), expected, rtol=1e-6)
+  np.testing.assert_allclose(step_kernels.distillation_kl(s, t), expected, rtol=1e-6)
 
 
 def test_optimizer_matches_reference_sgd():
@@ -160,18 +165,19 @@ RESUME = r'''
 import json, os, signal, sys
 import jax, numpy as np
 import common
-from mutualnet_jax import input_pipeline, train
+from mutualnet_jax.data import pipeline
+from mutualnet_jax.training import trainer
 workdir, sigterm_at = sys.argv[1], int(sys.argv[2])
 c = common.tiny_config(num_train_steps=6)
 if sigterm_at >= 0:
-  real = input_pipeline.device_batches
+  real = pipeline.device_batches
   def interrupted(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):
       if i == sigterm_at:
         os.kill(os.getpid(), signal.SIGTERM)   # what a TPU preemption sends
       yield batch
-  train.input_pipeline.device_batches = interrupted
-state = train.train_and_evaluate(c, workdir)
+  trainer.pipeline.device_batches = interrupted
+state = trainer.train_and_evaluate(c, workdir)
 leaves = jax.tree.leaves(jax.device_get(state.params))
 print(json.dumps({'step': int(state.step), 'checksum': [float(np.sum(np.abs(l))) for l in leaves],
                   'first': np.asarray(leaves[0]).ravel()[:8].tolist()}))

@@ -8,10 +8,6 @@ import functools
 from typing import Callable, Dict, Optional
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
-
-from mutualnet_jax import kernel_cache
 
 from mutualnet_jax.models.mobilenet_v1 import MobileNetV1
 from mutualnet_jax.models.mobilenet_v2 import MobileNetV2
@@ -56,18 +52,5 @@ def from_config(config, axis_name: Optional[str] = None) -> nn.Module:
                 axis_name=axis_name)
 
 
-def init_params(model: nn.Module, config):
-  """Parameters at the largest width; deterministic in ``config.seed``, computed on the host.
-
-  Compiled through :mod:`kernel_cache` (keyed on the model, width and resolution), so a
-  restarted process skips tracing ``model.init``.
-  """
-  r, width = int(config.resolutions[0]), config.width_upper
-  init = lambda key: model.init(key, jnp.zeros((1, r, r, 3)), width=width, train=True)['params']
-  key = jax.device_put(jax.random.PRNGKey(config.seed), jax.local_devices(backend='cpu')[0])
-  cache = kernel_cache.KernelCache(kernel_cache.default_directory(), repr((model, r, width)))
-  return cache.compile('init_params', init, (key,))(key)
-
-
-__all__ = ['REGISTRY', 'create', 'from_config', 'init_params', 'make_divisible', 'channels',
+__all__ = ['REGISTRY', 'create', 'from_config', 'make_divisible', 'channels',
            'MissingStatisticsError']

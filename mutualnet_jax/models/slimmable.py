@@ -8,7 +8,7 @@ Batch norm follows MutualNet's "post-statistics" (Sec. 3.1): training always nor
 the statistics of the current batch; there are no running averages inside the model. At
 inference the statistics for exactly one (width, resolution) pair are passed in as the
 ``batch_stats`` collection, which the caller keeps as data keyed by that pair (see
-``mutualnet_jax.calibration``). This departs from the reference, which bakes one private BN per
+``mutualnet_jax.evaluation.calibration``). This departs from the reference, which bakes one private BN per
 width into the parameters; the reference's running statistics are never used for results anyway
 (they are recalibrated after training).
 """
@@ -138,7 +138,7 @@ class SlimBatchNorm(nn.Module):
         raise MissingStatisticsError(
             f'{self.path_str()}: no calibrated batch-norm statistics were passed for this '
             'subnet. Pass the statistics calibrated for this exact (width, resolution) as the '
-            "'batch_stats' collection (see mutualnet_jax.calibration.calibrate_bn).")
+            "'batch_stats' collection (see mutualnet_jax.evaluation.calibration.calibrate_bn).")
       mean = self.get_variable(BATCH_STATS, 'mean')
       var = self.get_variable(BATCH_STATS, 'var')
       if mean.shape != (c,):

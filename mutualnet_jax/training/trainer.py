@@ -2,7 +2,7 @@
 
 ``train_and_evaluate(config, workdir)`` is what ``python -m mutualnet_jax.main`` runs; a notebook
 can call it directly. Each step trains the teacher and the sandwich of students drawn by
-:mod:`mutualnet_jax.sandwich` with the kernels of :mod:`mutualnet_jax.train_step`.
+:mod:`mutualnet_jax.training.mutualnet` with the kernels of :mod:`mutualnet_jax.training.step_kernels`.
 """
 
 import functools
@@ -21,15 +21,15 @@ from clu import parameter_overview
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mutualnet_jax import checkpointing
-from mutualnet_jax import config_validation
-from mutualnet_jax import cpu_runtime
-from mutualnet_jax import input_pipeline
+from mutualnet_jax.training import checkpointing
+from mutualnet_jax.config import checks
+from mutualnet_jax.runtime import xla_cpu
+from mutualnet_jax.data import pipeline
 from mutualnet_jax import models
-from mutualnet_jax import optim
-from mutualnet_jax import parallel
-from mutualnet_jax import sandwich
-from mutualnet_jax import train_step
+from mutualnet_jax.training import optim
+from mutualnet_jax.runtime import parallel
+from mutualnet_jax.training import mutualnet
+from mutualnet_jax.training import step_kernels
 
 
 class NonFiniteError(FloatingPointError):
@@ -84,7 +84,7 @@ def check_finite(state, config) -> None:
   """Stop with the step and subnet of the first non-finite loss or gradient (one host fetch)."""
   bad_step = int(jax.device_get(state.nonfinite_step))
   if bad_step >= 0:
-    subnet = sandwich.draw_subnets(config, bad_step)[int(jax.device_get(state.nonfinite_subnet))]
+    subnet = mutualnet.draw_subnets(config, bad_step)[int(jax.device_get(state.nonfinite_subnet))]
     raise NonFiniteError(
         f'non-finite loss or gradient at step {bad_step} in subnet {subnet}; parameters were '
         'kept at their last finite values and no checkpoint was written after it.')
@@ -98,7 +98,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   """
   # --- Set-up: processes, config checks before anything compiles.
   parallel.start(config)
-  config_validation.validate(config, jax.device_count())
+  checks.validate(config, jax.device_count())
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
@@ -107,18 +107,18 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   replicated = NamedSharding(mesh, P())
 
   # --- Input.
-  num_train, _, _ = input_pipeline.dataset_info(config)
+  num_train, _, _ = pipeline.dataset_info(config)
   total_steps, steps_per_epoch = steps_for(config, num_train)
 
   # --- Model and optimiser.
   model = models.from_config(config, axis_name=parallel.DATA if config.sync_bn else None)
-  params = models.init_params(model, config)
+  params = step_kernels.init_params(model, config)
   if config.init_checkpoint:
     params = load_pretrained(params, config)
   schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
   optimizer = optim.create_optimizer(config, schedule)
   # From host memory: on several processes each supplies its (identical) copy.
-  state = jax.device_put(jax.device_get(train_step.create_train_state(params, optimizer)),
+  state = jax.device_put(jax.device_get(step_kernels.create_train_state(params, optimizer)),
                          replicated)
   if is_chief:
     parameter_overview.log_parameter_overview(params)
@@ -134,24 +134,24 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   start_step = int(jax.device_get(state.step))
 
   # --- Kernels: one compiled program per subnet, compiled ahead on background threads.
-  subnets_per_step = len(sandwich.draw_subnets(config, 0))
-  kernels = train_step.StepKernels(
+  subnets_per_step = len(mutualnet.draw_subnets(config, 0))
+  kernels = step_kernels.StepKernels(
       model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
-      config.num_classes, compiler_options=cpu_runtime.compiler_options(config.tune_cpu_runtime),
+      config.num_classes, compiler_options=xla_cpu.compiler_options(config.tune_cpu_runtime),
       cache_tag=optim.describe(config, total_steps, steps_per_epoch))
-  kernels.precompile(sandwich.draw_subnets(config, start_step), subnets_per_step)
+  kernels.precompile(mutualnet.draw_subnets(config, start_step), subnets_per_step)
   if config.precompile_grid:
-    kernels.precompile(sandwich.all_subnets(config), subnets_per_step)
+    kernels.precompile(mutualnet.all_subnets(config), subnets_per_step)
 
   # --- Loop.
-  batches = input_pipeline.device_batches(
-      input_pipeline.create_train_dataset(config, start_step=start_step), mesh,
+  batches = pipeline.device_batches(
+      pipeline.create_train_dataset(config, start_step=start_step), mesh,
       config.prefetch_batches)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   preemption = _Preemption()
   end_step = total_steps if stop_after_steps is None else min(total_steps,
                                                                start_step + stop_after_steps)
-  run = functools.partial(train_step.run_step, kernels, image_key=input_pipeline.image_key)
+  run = functools.partial(step_kernels.run_step, kernels, image_key=pipeline.image_key)
   t_log, step = time.perf_counter(), start_step
   logging.info('Training steps %d..%d of %d (%d per epoch).', start_step, end_step,
                total_steps, steps_per_epoch)
@@ -159,7 +159,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
     for step in range(start_step, end_step):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(batches)
-        subnets = sandwich.draw_subnets(config, step)
+        subnets = mutualnet.draw_subnets(config, step)
         if kernels.ready(subnets):   # a new kernel was compiled: let the slower hosts catch up
           parallel.wait_for_all_processes(f'kernels_ready_{step}')
         state, metrics = run(state, batch, subnets)

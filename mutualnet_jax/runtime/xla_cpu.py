@@ -58,7 +58,7 @@ def prepare(enabled: bool = True) -> None:
     jax.config.update('jax_cpu_enable_async_dispatch', False)
   elif jax.default_backend() == 'cpu' and _async_dispatch():
     logging.warning('JAX was started before mutualnet_jax could make CPU dispatch synchronous; '
-                    'training steps on CPU will be slower (see mutualnet_jax.cpu_runtime).')
+                    'training steps on CPU will be slower (see mutualnet_jax.runtime.xla_cpu).')
 
 
 def tune_host_memory(enabled: bool = True) -> None:

@@ -29,10 +29,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mutualnet_jax import files
-from mutualnet_jax import parallel
+from mutualnet_jax.runtime import files
+from mutualnet_jax.runtime import parallel
 from mutualnet_jax.models.slimmable import BATCH_STATS
-from mutualnet_jax.sandwich import image_key
+from mutualnet_jax.training.mutualnet import image_key
 
 Array = Any
 _SEP = '/'
@@ -182,9 +182,9 @@ def host_calibration_batches(config, mesh=None) -> list:
   Kept as host numpy batches (every resolution), so every (width, resolution) reuses them;
   drop remainder, so no padded row enters the statistics.
   """
-  from mutualnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   del mesh
-  ds = input_pipeline.create_calibration_dataset(config, int(config.calib_images),
+  ds = pipeline.create_calibration_dataset(config, int(config.calib_images),
                                                  int(config.calib_batch_size))
   batches = []
   for b in ds.as_numpy_iterator():

@@ -30,13 +30,13 @@ from absl import logging
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mutualnet_jax import calibration
-from mutualnet_jax import checkpointing
-from mutualnet_jax import flops
+from mutualnet_jax.evaluation import calibration
+from mutualnet_jax.training import checkpointing
+from mutualnet_jax.evaluation import flops
 from mutualnet_jax import models
-from mutualnet_jax import parallel
-from mutualnet_jax import query_table
-from mutualnet_jax import sandwich
+from mutualnet_jax.runtime import parallel
+from mutualnet_jax.evaluation import query_table
+from mutualnet_jax.training import mutualnet
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,12 +133,12 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
   ``widths`` / ``resolutions`` override the grid (default: ``width_grid(width_lower,
   width_upper, eval_width_step)`` x ``config.resolutions``).
   """
-  from mutualnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   parallel.start(config)
   mesh = parallel.create_mesh()
   model, params, meta, step = restore(config, workdir)
   params = jax.device_put(params, NamedSharding(mesh, P()))
-  widths = tuple(widths or sandwich.width_grid(config.width_lower, config.width_upper,
+  widths = tuple(widths or mutualnet.width_grid(config.width_lower, config.width_upper,
                                                config.eval_width_step))
   resolutions = tuple(int(r) for r in (resolutions or config.resolutions))
   configs = [(float(w), r) for r in resolutions for w in sorted(widths, reverse=True)]
@@ -150,17 +150,17 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
   n_calib = int(config.calib_images) // int(config.calib_batch_size) * int(
       config.calib_batch_size)
 
-  _, num_eval, _ = input_pipeline.dataset_info(config)
-  eval_ds = input_pipeline.create_eval_dataset(config)
+  _, num_eval, _ = pipeline.dataset_info(config)
+  eval_ds = pipeline.create_eval_dataset(config)
   cache_eval = _eval_set_bytes(config, num_eval) <= float(config.get('eval_cache_gb', 4)) * 1e9
   if cache_eval:
     t0 = time.perf_counter()
     eval_host = list(eval_ds.as_numpy_iterator())
     logging.info('Decoded the %d evaluation images once (%.1fs); reused for every width.',
                  num_eval, time.perf_counter() - t0)
-    eval_batches = lambda: input_pipeline.device_batches(iter(eval_host), mesh, 2)
+    eval_batches = lambda: pipeline.device_batches(iter(eval_host), mesh, 2)
   else:
-    eval_batches = lambda: input_pipeline.device_batches(eval_ds, mesh,
+    eval_batches = lambda: pipeline.device_batches(eval_ds, mesh,
                                                          config.prefetch_batches)
 
   lat_sizes = sorted({int(b) for b in config.latency_batch_sizes})

@@ -17,8 +17,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from mutualnet_jax import files
-from mutualnet_jax import parallel
+from mutualnet_jax.runtime import files
+from mutualnet_jax.runtime import parallel
 
 META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 from absl import logging
 
-from mutualnet_jax import files
+from mutualnet_jax.runtime import files
 
 SUBDIR = 'mutualnet_kernels'
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
@@ -44,7 +44,7 @@ def _sha256(*parts: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _package_source_hash() -> str:
-  root = os.path.dirname(os.path.abspath(__file__))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the package
   h = hashlib.sha256()
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d != '__pycache__')

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
-from mutualnet_jax import files
+from mutualnet_jax.runtime import files
 
 COLUMNS = ('width', 'resolution', 'mmacs', 'params', 'top1', 'top5', 'latency_ms',
            'throughput_img_s', 'throughput_batch', 'eval_images', 'calib_images', 'step')
@@ -158,3 +158,14 @@ def write_all(rows: Sequence[Dict], workdir: str, title: str = '') -> Dict[str, 
   write_markdown(rows, paths['md'], title=title or 'Query table')
   plot(rows, paths['png'], title=title)
   return paths
+
+
+def describe(row) -> str:
+  """One row in words, as the selection tool prints it."""
+  parts = [f"width {row['width']:g}", f"resolution {row['resolution']}",
+           f"{row['mmacs']:.2f} MFLOPs", f"top-1 {100 * row['top1']:.2f}%"]
+  if row.get('top5') is not None:
+    parts.append(f"top-5 {100 * row['top5']:.2f}%")
+  if row.get('latency_ms') is not None:
+    parts.append(f"latency {row['latency_ms']:.3f} ms (batch 1)")
+  return ', '.join(parts)

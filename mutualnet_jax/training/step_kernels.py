@@ -29,9 +29,9 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mutualnet_jax import cpu_runtime
-from mutualnet_jax import kernel_cache
-from mutualnet_jax.sandwich import Subnet
+from mutualnet_jax.runtime import xla_cpu
+from mutualnet_jax.runtime import kernel_cache
+from mutualnet_jax.training.mutualnet import Subnet
 
 DATA = 'data'
 Array = Any
@@ -57,6 +57,19 @@ def create_train_state(params, optimizer: optax.GradientTransformation) -> Train
                       nonfinite_step=jnp.full((), -1, jnp.int32),
                       nonfinite_subnet=jnp.full((), -1, jnp.int32))
   return create(params)
+
+
+def init_params(model, config):
+  """Parameters at the largest width; deterministic in ``config.seed``, computed on the host.
+
+  Compiled through :mod:`kernel_cache` (keyed on the model, width and resolution), so a
+  restarted process skips tracing ``model.init``.
+  """
+  r, width = int(config.resolutions[0]), config.width_upper
+  init = lambda key: model.init(key, jnp.zeros((1, r, r, 3)), width=width, train=True)['params']
+  key = jax.device_put(jax.random.PRNGKey(config.seed), jax.local_devices(backend='cpu')[0])
+  cache = kernel_cache.KernelCache(kernel_cache.default_directory(), repr((model, r, width)))
+  return cache.compile('init_params', init, (key,))(key)
 
 
 def _all_finite(tree) -> Array:
@@ -104,7 +117,7 @@ class StepKernels:
   ``get(subnet)`` returns the subnet's compiled program, compiling on first use;
   ``precompile(subnets)`` compiles ahead of use on background threads, so the first steps do not
   wait for the whole grid. ``compiled`` lists the subnets compiled so far. ``compiler_options``
-  go to XLA with every kernel; None means :func:`cpu_runtime.compiler_options`.
+  go to XLA with every kernel; None means :func:`xla_cpu.compiler_options`.
 
   ``cache_tag`` describes the optimiser (and anything else a kernel depends on beyond the model
   and its arguments, e.g. the config and schedule length): with it, kernels are also kept as
@@ -117,7 +130,7 @@ class StepKernels:
                compiler_options: Optional[Dict[str, str]] = None,
                cache_tag: Optional[str] = None):
     self.model, self.optimizer, self.mesh = model, optimizer, mesh
-    self.compiler_options = (cpu_runtime.compiler_options() if compiler_options is None
+    self.compiler_options = (xla_cpu.compiler_options() if compiler_options is None
                              else dict(compiler_options))
     self.batch, self.num_classes = batch_per_step, num_classes
     self.n_dev = mesh.devices.size

@@ -7,7 +7,7 @@ import os
 from typing import List, Optional
 
 from mutualnet_jax import models
-from mutualnet_jax import sandwich
+from mutualnet_jax.training import mutualnet
 
 
 class ConfigError(ValueError):
@@ -36,8 +36,8 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
     p.append(f'resolutions: {res} must all be positive')
   elif any(r > res[0] for r in res[1:]):
     p.append(f'resolutions: {res}: the first must be the highest (the teacher\'s)')
-  if config.mode not in sandwich.MODES:
-    p.append(f'mode: unknown {config.mode!r}; known: {", ".join(sandwich.MODES)}')
+  if config.mode not in mutualnet.MODES:
+    p.append(f'mode: unknown {config.mode!r}; known: {", ".join(mutualnet.MODES)}')
   elif config.mode == 'independent':
     if not 0 < config.independent_width <= hi:
       p.append(f'independent_width: {config.independent_width} outside (0, {hi}]')
@@ -67,7 +67,7 @@ def validate(config, device_count: Optional[int] = None, data: bool = True) -> N
   """Raise :class:`ConfigError` listing every problem of ``config`` (and its data source)."""
   problems = config_problems(config, device_count)
   if data:
-    from mutualnet_jax import data_sources  # pylint: disable=g-import-not-at-top
-    problems += data_sources.validate_data_config(config)
+    from mutualnet_jax.data import sources  # pylint: disable=g-import-not-at-top
+    problems += sources.validate_data_config(config)
   if problems:
     raise ConfigError(problems)

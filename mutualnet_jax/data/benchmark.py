@@ -10,26 +10,13 @@ import os
 import tempfile
 import time
 
-from absl import flags, logging
-from ml_collections import config_flags
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mutualnet_jax import default_config, input_pipeline, preprocess
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  config_flags.DEFINE_config_file('config', None, 'Config file (default: default_config).')
-  flags.DEFINE_bool('benchmark', False, 'Print training-pipeline images/s for --config.')
-  flags.DEFINE_bool('compare', False, 'Multi-resolution vs plain pipeline on generated JPEGs.')
-  flags.DEFINE_bool('prepare', False, 'Prepare the TFDS dataset (imagenet2012: manual dir).')
-  flags.DEFINE_integer('num_batches', 50, 'Timed batches.')
-  flags.DEFINE_integer('num_images', 800, '--compare: number of generated JPEGs.')
-  flags.DEFINE_integer('batch_size', 64, '--compare: batch size.')
-
+from mutualnet_jax.data import pipeline
+from mutualnet_jax.data import preprocess
 
 def _cpu_seconds():
   t = os.times()
@@ -100,14 +87,14 @@ def compare(num_images, batch_size, num_batches):
     t = time.perf_counter()
     write_jpegs(root, num_images)
     print(f'wrote {num_images} JPEGs in {time.perf_counter() - t:.1f}s; nproc={os.cpu_count()}')
-    config = default_config.get_config()
+    config = defaults.get_config()
     config.dataset = 'image_folder'
     config.image_folder = root
     config.eval_split = 'train'
     config.resolutions = (224, 192, 160, 128)
     config.global_batch_size = batch_size
     config.shuffle_buffer = 1024
-    multi = input_pipeline.create_train_dataset(config, process_index=0, process_count=1)
+    multi = pipeline.create_train_dataset(config, process_index=0, process_count=1)
     # Same crop area range as the multi-resolution pipeline: compare the pipelines, not crops.
     plain = plain_imagenet_dataset(root, batch_size, area_range=tuple(config.crop_scale))
     results = {}
@@ -123,24 +110,3 @@ def compare(num_images, batch_size, num_batches):
       multi_rate, plain_rate = (v for (n, u), v in best.items() if u == unit)
       print(f'cost ratio multi/plain ({unit} time per image) = {plain_rate / multi_rate:.2f}x')
     return best
-
-
-def main_from_flags():
-  config = FLAGS.config or default_config.get_config()
-  if FLAGS.prepare:
-    source = input_pipeline.open_source(config)
-    if hasattr(source, '_prepare'):
-      source._prepare()  # pylint: disable=protected-access
-    print(input_pipeline.dataset_info(config))
-  if FLAGS.benchmark:
-    problems = input_pipeline.validate_data_config(config)
-    if problems:
-      raise SystemExit('Data config problems:\n  ' + '\n  '.join(problems))
-    ds = input_pipeline.create_train_dataset(config, process_index=0, process_count=1)
-    rate = images_per_second(ds, FLAGS.num_batches)
-    print(f'training pipeline ({config.dataset}, resolutions {tuple(config.resolutions)}, '
-          f'batch {config.global_batch_size}): {rate:.1f} images/s; nproc={os.cpu_count()}')
-  if FLAGS.compare:
-    compare(FLAGS.num_images, FLAGS.batch_size, FLAGS.num_batches)
-  if not (FLAGS.prepare or FLAGS.benchmark or FLAGS.compare):
-    logging.info('Nothing to do: pass --benchmark, --compare or --prepare.')

@@ -5,7 +5,7 @@ import os
 import jax
 from absl import logging
 
-from mutualnet_jax import cpu_runtime
+from mutualnet_jax.runtime import xla_cpu
 
 DATA = 'data'
 
@@ -17,9 +17,9 @@ def start(config) -> None:
   then host-memory tuning (CPU only) and the persistent compilation cache.
   """
   tune_cpu = config.get('tune_cpu_runtime', True)
-  cpu_runtime.prepare(tune_cpu)
+  xla_cpu.prepare(tune_cpu)
   initialize_distributed(config)
-  cpu_runtime.tune_host_memory(tune_cpu)
+  xla_cpu.tune_host_memory(tune_cpu)
   enable_compilation_cache(config.get('compilation_cache_dir', ''))
 
 

@@ -1,0 +1,212 @@
+"""Import a published MutualNet PyTorch checkpoint (MobileNet v1/v2) as Flax parameters.
+
+The published state_dict (``torch.nn.DataParallel``: ``module.`` prefix) names layers
+``features.0.{0,1}`` (stem conv, BN), ``features.N.body.K`` (block layers), v2's
+``features.18.{0,1}`` (head) and ``classifier.0``. The mapping to this project's parameter tree
+is derived from the Flax model itself, so every expected shape comes from the chosen
+architecture. Conv kernels go OIHW -> HWIO, depthwise (C, 1, k, k) -> (k, k, 1, C), linear
+(out, in) -> (in, out). Running statistics (per-width ``bn.<i>.running_*`` and plain BN ones)
+are dropped: the project recalibrates BN statistics per subnet.
+
+The command line is ``python -m mutualnet_jax.convert_torch``. It loads with ``torch.load(..., weights_only=True)`` (a file that needs code execution to
+unpickle is refused) and writes an orbax checkpoint to ``DIR/checkpoints`` (step 0).
+"""
+
+import os
+import pickle
+import re
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mutualnet_jax.runtime import files
+
+STAT_SUFFIXES = ('running_mean', 'running_var', 'num_batches_tracked')
+
+
+class ConversionError(ValueError):
+  """The state_dict does not fit the chosen architecture (keys or shapes)."""
+
+
+def _flax_param_shapes(model_name: str, num_classes: int, max_width: float) -> Dict[tuple, tuple]:
+  """Flattened {path: shape} of the Flax model's parameters (abstract: nothing computed)."""
+  import jax
+  import jax.numpy as jnp
+  from flax.traverse_util import flatten_dict
+
+  from mutualnet_jax import models
+  model = models.create(model_name, num_classes=num_classes, max_width=max_width)
+  x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), x, width=max_width, train=True))
+  return {k: tuple(v.shape) for k, v in flatten_dict(variables['params']).items()}
+
+
+def _unit_prefixes(model_name: str, units: Sequence[str], block_subunits) -> Dict[tuple, tuple]:
+  """{flax unit path: (torch prefix, conv index, bn index)} for every conv+BN unit."""
+  out = {('stem',): ('features.0', 0, 1)}
+  if model_name.startswith('mobilenet_v1'):
+    for u in units:
+      m = re.fullmatch(r'block(\d+)_(dw|pw)', u)
+      if m:
+        out[(u,)] = (f'features.{m.group(1)}.body',) + ((0, 1) if m.group(2) == 'dw' else (3, 4))
+  elif model_name.startswith('mobilenet_v2'):
+    n = 0
+    for u in units:
+      m = re.fullmatch(r'block(\d+)', u)
+      if not m:
+        continue
+      n = max(n, int(m.group(1)))
+      order = [s for s in ('expand', 'dw', 'project') if s in block_subunits[u]]
+      for j, s in enumerate(order):
+        out[(u, s)] = (f'features.{m.group(1)}.body', 3 * j, 3 * j + 1)
+    out[('head',)] = (f'features.{n + 1}', 0, 1)
+  else:
+    raise ConversionError(f'no published PyTorch layout is known for model {model_name!r}; '
+                          'supported: mobilenet_v1, mobilenet_v2')
+  return out
+
+
+def layout(model_name: str, num_classes: int = 1000,
+           max_width: float = 1.0) -> Tuple[Dict[str, Tuple[tuple, tuple]], Sequence[str]]:
+  """({torch key: (flax path, torch shape)}, BN prefixes whose running stats are dropped)."""
+  shapes = _flax_param_shapes(model_name, num_classes, max_width)
+  units = sorted({k[0] for k in shapes})
+  subunits = {}
+  for k in shapes:
+    subunits.setdefault(k[0], set()).add(k[1])
+  prefixes = _unit_prefixes(model_name, units, subunits)
+  mapping, bn_prefixes = {}, []
+  for path, shape in shapes.items():
+    if path[0] == 'classifier':
+      key = 'classifier.0.' + {'kernel': 'weight', 'bias': 'bias'}[path[1]]
+    else:
+      unit, (layer, leaf) = path[:-2], path[-2:]
+      if unit not in prefixes:
+        raise ConversionError(f'internal: no PyTorch name for Flax unit {"/".join(unit)}')
+      prefix, ci, bi = prefixes[unit]
+      if layer == 'conv':
+        key = f'{prefix}.{ci}.weight'
+      else:
+        key = f'{prefix}.{bi}.' + {'scale': 'weight', 'bias': 'bias'}[leaf]
+        bn_prefixes.append(f'{prefix}.{bi}')
+    mapping[key] = (path, _torch_shape(shape))
+  return mapping, sorted(set(bn_prefixes))
+
+
+def _torch_shape(flax_shape: tuple) -> tuple:
+  if len(flax_shape) == 4:   # HWIO (or k, k, 1, C) -> OIHW (or C, 1, k, k)
+    h, w, i, o = flax_shape
+    return (o, i, h, w)
+  if len(flax_shape) == 2:   # (in, out) -> (out, in)
+    return tuple(reversed(flax_shape))
+  return tuple(flax_shape)
+
+
+def _to_flax(a: np.ndarray) -> np.ndarray:
+  if a.ndim == 4:
+    return np.ascontiguousarray(np.transpose(a, (2, 3, 1, 0)))
+  if a.ndim == 2:
+    return np.ascontiguousarray(a.T)
+  return a
+
+
+def _numpy(v: Any) -> np.ndarray:
+  if hasattr(v, 'detach'):   # a torch tensor; torch itself is never imported here
+    v = v.detach().cpu().numpy()
+  return np.asarray(v)
+
+
+def _strip(state_dict: Mapping[str, Any]) -> Dict[str, Tuple[str, Any]]:
+  """{key without 'module.': (original key, value)}."""
+  out = {}
+  for k, v in state_dict.items():
+    short = k[len('module.'):] if k.startswith('module.') else k
+    if short in out:
+      raise ConversionError(f'key {k!r} appears both with and without the "module." prefix')
+    out[short] = (k, v)
+  return out
+
+
+def convert(state_dict: Mapping[str, Any], model_name: str, *, num_classes: Optional[int] = None,
+            max_width: float = 1.0) -> Dict[str, Any]:
+  """Published-layout state_dict -> ``{'params': tree}`` for ``models.create(model_name)``.
+
+  ``num_classes`` defaults to the classifier's output size in the checkpoint. Raises
+  :class:`ConversionError` naming every missing/unexpected key and every shape mismatch (with
+  the checkpoint's and the expected shape).
+  """
+  sd = _strip(state_dict)
+  if num_classes is None:
+    if 'classifier.0.weight' not in sd:
+      raise ConversionError('missing key module.classifier.0.weight (needed to infer '
+                            'num_classes; or pass num_classes)')
+    num_classes = int(_numpy(sd['classifier.0.weight'][1]).shape[0])
+  mapping, bn_prefixes = layout(model_name, num_classes, max_width)
+  stat = re.compile('(' + '|'.join(re.escape(p) for p in bn_prefixes) + r')\.(bn\.\d+\.)?('
+                    + '|'.join(STAT_SUFFIXES) + ')$')
+  missing, wrong, unexpected, flat = [], [], [], {}
+  for key, (path, expected) in mapping.items():
+    if key not in sd:
+      missing.append(f'missing key module.{key} (expected shape {expected})')
+      continue
+    orig, value = sd[key]
+    a = _numpy(value)
+    if tuple(a.shape) != expected:
+      wrong.append(f'key {orig}: checkpoint shape {tuple(a.shape)} does not match the '
+                   f'expected shape {expected}')
+      continue
+    flat[path] = _to_flax(a.astype(np.float32))
+  for key, (orig, value) in sd.items():
+    if key not in mapping and not stat.match(key):
+      unexpected.append(f'unexpected key {orig} (shape {tuple(_numpy(value).shape)})')
+  if missing or wrong or unexpected:
+    lines = []
+    for group in (missing, wrong, unexpected):   # at most 10 of each kind, then a count
+      lines += group[:10] + ([f'... and {len(group) - 10} more like this'] if len(group) > 10
+                             else [])
+    raise ConversionError(
+        f'state_dict does not fit {model_name} (num_classes={num_classes}, '
+        f'max_width={max_width}): {len(missing)} missing, {len(wrong)} mis-shaped, '
+        f'{len(unexpected)} unexpected keys:\n  ' + '\n  '.join(lines))
+  from flax.traverse_util import unflatten_dict
+  return {'params': unflatten_dict(flat)}
+
+
+def save_converted(workdir: str, params: Any, metadata: Mapping[str, Any]) -> str:
+  """Writes step 0 of ``workdir/checkpoints`` (items ``state`` = {'params'} and ``meta``).
+
+  Kept small and alone so it can be re-pointed to the trainer's checkpoint helper.
+  """
+  import orbax.checkpoint as ocp
+  path = files.absolute(os.path.join(workdir, 'checkpoints'))
+  mngr = ocp.CheckpointManager(path, item_names=('state', 'meta'))
+  try:
+    mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({'params': params}),
+                                         meta=ocp.args.JsonSave(dict(metadata))))
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
+  return path
+
+
+def load_state_dict(path: str) -> Mapping[str, Any]:
+  """The state_dict in ``path`` (``{'model': sd}`` or bare), never executing pickled code."""
+  import torch
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as e:
+    raise ConversionError(
+        f'refusing to load {path}: it cannot be read with weights_only=True, i.e. unpickling '
+        f'it would execute code or build arbitrary objects ({str(e).splitlines()[0]})') from None
+  except (RuntimeError, EOFError, OSError, ValueError) as e:   # truncated or not a torch file
+    raise ConversionError(f'cannot read {path} as a PyTorch checkpoint: '
+                          f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+                          ) from None
+  if isinstance(obj, Mapping) and isinstance(obj.get('model'), Mapping):
+    obj = obj['model']
+  elif isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):
+    obj = obj['state_dict']
+  if not isinstance(obj, Mapping) or not all(hasattr(v, 'shape') for v in obj.values()):
+    raise ConversionError(f'{path} holds neither {{"model": state_dict}} nor a state_dict')
+  return obj
