@@ -1,4 +1,4 @@
-"""Speed of the real MutualNet training step on synthetic data (issue 7).
+"""Speed of the real MutualNet training step on synthetic data.
 
   python -m mutualnet_jax.bench --model mobilenet_v1 --batch 32 --steps 5 \
       [--resolutions 224,192,160,128] [--compare-torch] [--json] [--threads 2] [--cache-dir DIR]
@@ -13,7 +13,7 @@ run waits. ``--compare-torch`` times the same step in PyTorch (``torch_models``)
 batch and losses, one Nesterov SGD update; twice: ``torch_step_s`` in a fresh process with
 glibc's defaults (PyTorch as it runs out of the box), and ``torch_same_process_step_s``
 interleaved step by step with the JAX steps in this process, so under the same allocator
-settings (``cpu_runtime``'s, unless ``--no-tune-cpu``) and the same minutes of machine load.
+settings (``runtime.xla_cpu``'s, unless ``--no-tune-cpu``) and the same minutes of machine load.
 ``--compile-grid`` instead measures compiling the whole grid sequentially vs on background
 threads, cold vs warm cache, each in a fresh process.
 
@@ -35,19 +35,21 @@ import time
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--model', default='mobilenet_v1')
-  p.add_argument('--config', default='', help='config file (default: default_config + --model)')
+  p.add_argument('--config', default='', help='config file (default: the defaults + --model)')
   p.add_argument('--batch', type=int, default=32, help='global batch per step')
   p.add_argument('--steps', type=int, default=5, help='timed steps')
   p.add_argument('--resolutions', default='', help='e.g. 224,192,160,128 (default: config)')
   p.add_argument('--width-step', type=float, default=0.0, help='width grid step (default: config)')
   p.add_argument('--num-classes', type=int, default=0, help='default: config')
-  p.add_argument('--depthwise-impl', default='', help="auto | shifted | native (default: config)")
+  p.add_argument('--layer-forms', '--depthwise-impl', dest='layer_forms', default='',
+                 help='auto | xla_cpu | native (default: config; --depthwise-impl is its old name)')
   p.add_argument('--threads', type=int, default=0, help='CPUs to use (default: all)')
   p.add_argument('--cache-dir', default='none',
                  help="persistent compilation cache of the timed run ('none': off, so compile_s "
                       'is a real compile); the first-step children always use a fresh one')
   p.add_argument('--no-tune-cpu', action='store_true',
-                 help='XLA:CPU defaults instead of cpu_runtime (async dispatch, glibc defaults, '
+                 help='XLA:CPU defaults instead of runtime/xla_cpu.py (async dispatch, glibc '
+                      'defaults, '
                       "XLA's default fusions), for before/after numbers")
   p.add_argument('--compare-torch', action='store_true')
   p.add_argument('--no-first-step', action='store_true', help='skip the cold/warm children')
@@ -89,10 +91,10 @@ def make_config(args):
     c.width_step = args.width_step
   if args.num_classes:
     c.num_classes = args.num_classes
-  if args.depthwise_impl:
-    c.depthwise_impl = args.depthwise_impl
+  if args.layer_forms:
+    c.xla_cpu.layer_forms = args.layer_forms
   c.compilation_cache_dir = args.cache_dir
-  c.tune_cpu_runtime = not args.no_tune_cpu
+  c.xla_cpu.tune_runtime = not args.no_tune_cpu
   return c
 
 
@@ -134,15 +136,14 @@ class Setup:
     self.kernels = step_kernels.StepKernels(
         self.model, self.optimizer, self.mesh, jax.eval_shape(lambda: params),
         config.global_batch_size, config.num_classes, max_workers=max_workers,
-        compiler_options=xla_cpu.compiler_options(config.tune_cpu_runtime),
+        compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
         cache_tag=optim.describe(config, *SCHEDULE))
     self.batch = jax.device_put(synthetic_batch(config), shard)
     self.image_key = mutualnet.image_key
 
   def step(self, subnets):
     from mutualnet_jax.training import step_kernels
-    self.state, metrics = step_kernels.run_step(self.kernels, self.state, self.batch, subnets,
-                                              self.image_key)
+    self.state, metrics = step_kernels.run_step(self.kernels, self.state, self.batch, subnets)
     return metrics
 
   def block(self):
@@ -168,7 +169,7 @@ def time_jax(config, steps: int, torch_threads: int = 0):
   """compile_s for every kernel of steps 0..steps-1, then the median step.
 
   With ``torch_threads``, each JAX step is followed by the same step in PyTorch, in this
-  process: same time window, same allocator settings (those cpu_runtime gave this process).
+  process: same time window, same allocator settings (those runtime.xla_cpu gave this process).
   """
   from mutualnet_jax.training import mutualnet
   s = Setup(config)
@@ -239,7 +240,8 @@ def kernel_breakdown(s, draws, repeats=3):
     losses.append(loss)
     oks.append(ok)
   state0 = s.state
-  timed('update', lambda: k.update(len(d))(copy(state0), copy(grads), tuple(losses), tuple(oks)))
+  timed('update', lambda: k.update_kernel(len(d))(copy(state0), copy(grads), tuple(losses),
+                                                   tuple(oks)))
   return out
 
 
@@ -341,14 +343,15 @@ def _timed(step, draws):
   return times
 
 
-def torch_child(args):
+def torch_in_fresh_process(args):
   """The PyTorch step in a fresh process without JAX and with glibc's defaults: PyTorch as it
   runs out of the box."""
   log('torch child (glibc defaults)')
   return _run_child(_child_cmd(args, 'torch', 'none', ['--steps', str(args.steps)]))
 
 
-def child_torch(args, config):
+def torch_child_main(args, config):
+  """What the ``--child torch`` process runs."""
   from mutualnet_jax.training import mutualnet
   step, info = torch_stepper(config, args.threads)
   times = _timed(step, [mutualnet.draw_subnets(config, t) for t in range(args.steps)])
@@ -361,7 +364,7 @@ def _child_cmd(args, child, cache_dir, extra=()):
          '--batch', str(args.batch), '--cache-dir', cache_dir, '--threads', str(args.threads)]
   for flag, v in (('--config', args.config), ('--resolutions', args.resolutions),
                   ('--width-step', args.width_step), ('--num-classes', args.num_classes),
-                  ('--depthwise-impl', args.depthwise_impl)):
+                  ('--layer-forms', args.layer_forms)):
     if v:
       cmd += [flag, str(v)]
   if args.no_tune_cpu:
@@ -427,7 +430,7 @@ def child_compile(args, config):
     s.kernels.precompile(grid, n)
   for sub in grid:
     s.kernels.get(sub)
-  s.kernels.update(n)
+  s.kernels.update_kernel(n)
   wall = time.perf_counter() - t0
   return {'wall_s': round(wall, 3), 'sum_s': round(sum(s.kernels.compile_seconds.values()), 3),
           'kernels': len(s.kernels.compile_seconds), 'workers': args.workers}
@@ -468,17 +471,17 @@ def main(argv=None):
     print(json.dumps(child_compile(args, config)))
     return
   if args.child == 'torch':
-    print(json.dumps(child_torch(args, config)))
+    print(json.dumps(torch_child_main(args, config)))
     return
   import jax
   from mutualnet_jax.runtime import parallel
-  from mutualnet_jax.models import ops
+  from mutualnet_jax.models import layer_forms
   if args.cache_dir == 'none':   # also ignore $JAX_COMPILATION_CACHE_DIR: compile for real
     jax.config.update('jax_enable_compilation_cache', False)
   parallel.start(config)
   result = {'model': config.model, 'batch': config.global_batch_size, 'steps': args.steps,
             'resolutions': list(config.resolutions), 'width_step': config.width_step,
-            'depthwise_impl': ops.resolve_depthwise_impl(config.depthwise_impl),
+            'layer_forms': layer_forms.resolve(config.xla_cpu.layer_forms),
             'backend': jax.default_backend(), 'devices': jax.device_count(),
             'threads': threads, 'xla_flags': os.environ.get('XLA_FLAGS', '')}
   result.update(machine_info())
@@ -495,7 +498,7 @@ def main(argv=None):
     s.kernels.close()
     del s
     if args.compare_torch:
-      result.update(torch_child(args))
+      result.update(torch_in_fresh_process(args))
       result['speedup_vs_torch'] = round(result['torch_step_s'] / result['step_s'], 3)
       result['speedup_vs_torch_same_process'] = round(
           result['torch_same_process_step_s'] / result['step_s'], 3)

@@ -1,4 +1,6 @@
-"""Command line: import a published MutualNet PyTorch checkpoint (:mod:`mutualnet_jax.interop.convert_torch`).
+"""Command line: import a published MutualNet PyTorch checkpoint.
+
+The conversion itself is :mod:`mutualnet_jax.interop.convert_torch`.
 
   python -m mutualnet_jax.convert_torch --checkpoint FILE.pt --model mobilenet_v1 \
       --workdir DIR [--num-classes N] [--max-width 1.0]

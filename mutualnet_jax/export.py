@@ -1,4 +1,6 @@
-"""Command line: export one (width, resolution) as a fixed-width model (:mod:`mutualnet_jax.interop.export`).
+"""Command line: export one (width, resolution) as a fixed-width model.
+
+The export itself is :mod:`mutualnet_jax.interop.export`.
 
   python -m mutualnet_jax.export --workdir DIR --width 0.7 --resolution 160 --out OUT \
       [--config configs/x.py] [--no-tf]

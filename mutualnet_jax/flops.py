@@ -1,4 +1,6 @@
-"""Command line: multiply-accumulates and parameters of subnets (:mod:`mutualnet_jax.evaluation.flops`).
+"""Command line: multiply-accumulates and parameters of subnets.
+
+The counting is :mod:`mutualnet_jax.evaluation.flops`.
 
   python -m mutualnet_jax.flops --model mobilenet_v1 --widths 1.0,0.75,0.25 \
       --resolutions 224,160,128 [--json] [--num-classes 1000] [--max-width 1.0]
@@ -28,7 +30,8 @@ def _ints(text: str, what: str) -> List[int]:
 
 
 def _parse(argv: Optional[Sequence[str]]):
-  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.flops', description=__doc__.split('\n')[0])
+  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.flops',
+                              description=__doc__.split('\n')[0])
   p.add_argument('--model', required=True, help=f'one of {", ".join(sorted(models.REGISTRY))}')
   p.add_argument('--widths', default='1.0', help='comma-separated widths')
   p.add_argument('--resolutions', default='224', help='comma-separated input resolutions')
@@ -49,7 +52,7 @@ def _parse(argv: Optional[Sequence[str]]):
                           **kw)
     lo, hi = model.min_width, model.max_width
     for w in widths:
-      if not lo - 1e-9 <= w <= hi + 1e-9:
+      if not models.width_in_range(w, lo, hi):
         raise ValueError(f'width {w} is outside {args.model}\'s range [{lo}, {hi}]')
     for r in resolutions:
       if r <= 0:

@@ -17,7 +17,8 @@ from mutualnet_jax.data import pipeline
 from mutualnet_jax.data import sources
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file (default: default_config).')
+config_flags.DEFINE_config_file('config', None,
+                                'Config file (default: mutualnet_jax.config.defaults).')
 flags.DEFINE_bool('benchmark', False, 'Print training-pipeline images/s for --config.')
 flags.DEFINE_bool('compare', False, 'Multi-resolution vs plain pipeline on generated JPEGs.')
 flags.DEFINE_bool('prepare', False, 'Prepare the TFDS dataset (imagenet2012: manual dir).')

@@ -45,7 +45,7 @@ def setup(name):
     params = jax.tree.map(jnp.asarray, convert_torch.convert(sd, name)['params'])
     # The native grouped conv compiles faster than the CPU default's shifted multiply-adds;
     # test_default_depthwise_path covers the default.
-    model = models.create(name, depthwise_impl='native')
+    model = models.create(name, layer_forms='native')
     fwd = jax.jit(lambda p, x, w: model.apply({'params': p}, x, width=w, train=True,
                                               mutable=['batch_stats'])[0], static_argnums=2)
     _CACHE[name] = net, sd, params, fwd
@@ -81,7 +81,7 @@ def test_converted_logits_match_torch(name, width, res):
 def test_default_depthwise_path():
   name = 'mobilenet_v1'
   _, _, params, _ = setup(name)
-  model = models.create(name)   # depthwise_impl='auto'
+  model = models.create(name)   # layer_forms='auto'
   fwd = jax.jit(lambda p, x, w: model.apply({'params': p}, x, width=w, train=True,
                                             mutable=['batch_stats'])[0], static_argnums=2)
   expected, got = torch_and_flax_logits(name, 0.6, 96, fwd)

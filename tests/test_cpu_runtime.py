@@ -17,7 +17,9 @@ import json, resource, sys
 import jax, jax.numpy as jnp
 import common
 from mutualnet_jax.runtime import parallel
-parallel.start(common.tiny_config(tune_cpu_runtime=TUNE))
+c = common.tiny_config()
+c.xla_cpu.tune_runtime = TUNE
+parallel.start(c)
 f = jax.jit(lambda v: jnp.sum(jnp.sort(jnp.sin(v), axis=-1) * 2))
 v = jnp.ones((64, 512, 512), jnp.float32)
 f(v).block_until_ready()
@@ -108,7 +110,7 @@ def test_step_kernels_hand_their_options_to_xla():
 
 def test_tuned_and_default_kernels_compute_the_same_gradients():
   results = []
-  for options in ({}, None):   # XLA's defaults; cpu_runtime's options
+  for options in ({}, xla_cpu.compiler_options()):   # XLA's defaults; the tuned options
     c, params, kernels = _tiny_kernels(options)
     rng = np.random.default_rng(0)
     r = c.resolutions[0]

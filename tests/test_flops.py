@@ -72,7 +72,7 @@ def test_subnet_params_are_sliced():
 
 
 def test_xla_cost_analysis_is_about_twice_the_macs():
-  model = models.create('mobilenet_v1', depthwise_impl='native')
+  model = models.create('mobilenet_v1', layer_forms='native')
   x = jnp.zeros((1, 96, 96, 3))
   v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, width=1.0, train=True))
   fn = lambda p, x: model.apply({'params': p}, x, width=1.0, train=True,

@@ -112,7 +112,7 @@ def test_step_kernels_restarted_reuse_exported_kernels_with_identical_results(tm
                                      c.global_batch_size, c.num_classes,
                                      cache_tag=optim.describe(c, 100, 10))
     fresh = jax.tree.map(jnp.copy, state)   # the update kernel donates the state
-    new_state, metrics = step_kernels.run_step(kernels, fresh, batch, subnets, mutualnet.image_key)
+    new_state, metrics = step_kernels.run_step(kernels, fresh, batch, subnets)
     results.append(jax.device_get((new_state.params, metrics)))
     caches.append(kernels.kernel_cache)
     kernels.close()
@@ -124,7 +124,7 @@ def test_step_kernels_restarted_reuse_exported_kernels_with_identical_results(tm
   kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
                                    c.global_batch_size, c.num_classes,
                                    cache_tag=optim.describe(c, 200, 10))
-  kernels.update(len(subnets))
+  kernels.update_kernel(len(subnets))
   assert kernels.kernel_cache.misses == 1
   kernels.close()
 

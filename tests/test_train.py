@@ -35,12 +35,14 @@ drawn, losses, per_step = set(), [], []
 for step in range(c.num_train_steps):
   subnets = mutualnet.draw_subnets(c, step)
   drawn.update(kernels.key(s) for s in subnets)
-  state, m = step_kernels.run_step(kernels, state, batch, subnets, pipeline.image_key)
+  state, m = step_kernels.run_step(kernels, state, batch, subnets)
   losses.append(float(m['losses'][0]))
   count = lambda exe: len(re.findall(r'all-reduce(-start)?\(', exe.as_text()))
-  per_step.append(sum(count(kernels.get(s)) for s in subnets) + count(kernels.update(len(subnets))))
+  per_step.append(sum(count(kernels.get(s)) for s in subnets)
+                  + count(kernels.update_kernel(len(subnets))))
 print(json.dumps({'devices': jax.device_count(), 'losses': losses, 'all_reduce_per_step': per_step,
-                  'compiled': sorted(map(list, kernels.compiled)), 'drawn': sorted(map(list, drawn))}))
+                  'compiled': sorted(map(list, kernels.compiled)),
+                  'drawn': sorted(map(list, drawn))}))
 '''
 
 
@@ -104,7 +106,7 @@ def test_width_grid():
 
 
 def test_step_gradient_is_the_sum_of_the_four_losses_gradients():
-  """Eq. 4: the accumulated gradient equals the gradient of CE + sum of KL terms."""
+  """Eq. 4: the kernels' accumulated gradient equals the gradient of mutualnet.step_loss."""
   c = common.tiny_config()
   model = models.create(c.model, num_classes=10, max_width=1.0, min_width=0.5)
   x = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
@@ -112,36 +114,48 @@ def test_step_gradient_is_the_sum_of_the_four_losses_gradients():
   params = model.init(jax.random.key(0), x, width=1.0, train=True)['params']
   subnets = [mutualnet.Subnet(1.0, 16, True), mutualnet.Subnet(1.0, 8), mutualnet.Subnet(0.5, 16),
              mutualnet.Subnet(0.5, 8)]
-  images = {16: x, 8: jax.image.resize(x, (8, 8, 8, 3), 'bilinear')}
-
-  def total_loss(p):
-    apply = lambda s: model.apply({'params': p}, images[s.resolution], width=s.width, train=True)
-    teacher_logits = apply(subnets[0])
-    probs = jax.lax.stop_gradient(jax.nn.softmax(teacher_logits))
-    loss = step_kernels.cross_entropy(teacher_logits, y)
-    for s in subnets[1:]:
-      loss += step_kernels.distillation_kl(apply(s), probs)
-    return loss
+  batch = {'label': y, mutualnet.image_key(16): x,
+           mutualnet.image_key(8): jax.image.resize(x, (8, 8, 8, 3), 'bilinear')}
+  apply = lambda p, images, width: model.apply({'params': p}, images, width=width, train=True)
 
   @jax.jit
   def accumulated(p):
-    grads, probs, _, _ = step_kernels.teacher_step(p, images[16], y, model=model, width=1.0)
+    grads, probs, _, _ = step_kernels.teacher_step(p, batch[mutualnet.image_key(16)], y,
+                                                   model=model, width=1.0)
     for s in subnets[1:]:
-      grads, _, _ = step_kernels.student_step(p, grads, images[s.resolution], probs,
-                                            model=model, width=s.width)
+      grads, _, _ = step_kernels.student_step(p, grads, batch[mutualnet.image_key(s.resolution)],
+                                              probs, model=model, width=s.width)
     return grads
 
-  expected = jax.jit(jax.grad(total_loss))(params)
+  expected = jax.jit(jax.grad(lambda p: mutualnet.step_loss(p, batch, subnets, apply)))(params)
   grads = accumulated(params)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(expected)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_step_loss_is_cross_entropy_plus_distillation_with_a_detached_teacher():
+  """Eq. 4 written out by hand: CE of the teacher + KL of each student to its soft targets,
+  and no gradient flows through the targets (the teacher learns from the labels only)."""
+  logits = {1.0: jnp.array([[2.0, 0.5, -1.0]]), 0.5: jnp.array([[0.1, 0.3, 0.2]])}
+  apply = lambda p, images, width: p * logits[width]
+  subnets = [mutualnet.Subnet(1.0, 4, True), mutualnet.Subnet(0.5, 4)]
+  batch = {'label': jnp.array([1]), mutualnet.image_key(4): jnp.zeros((1, 4, 4, 3))}
+  t = jax.nn.softmax(logits[1.0][0])
+  s = jax.nn.log_softmax(logits[0.5][0])
+  by_hand = -jnp.log(t[1]) + jnp.sum(t * (jnp.log(t) - s))
+  np.testing.assert_allclose(mutualnet.step_loss(1.0, batch, subnets, apply), by_hand, rtol=1e-6)
+  # d/dp with the target held: CE's gradient plus the student's KL gradient only.
+  ce_grad = jax.grad(lambda p: mutualnet.cross_entropy(p * logits[1.0], batch['label']))(1.0)
+  kl_grad = jax.grad(lambda p: mutualnet.distillation_kl(p * logits[0.5], t[None]))(1.0)
+  np.testing.assert_allclose(jax.grad(mutualnet.step_loss)(1.0, batch, subnets, apply),
+                             ce_grad + kl_grad, rtol=1e-5)
 
 
 def test_distillation_kl_matches_definition():
   s = jnp.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
   t = jax.nn.softmax(jnp.array([[0.3, 0.1, 2.0], [1.0, 1.0, 1.0]]))
   expected = np.sum(np.asarray(t) * (np.log(t) - np.asarray(jax.nn.log_softmax(s)))) / 2
-  np.testing.assert_allclose(step_kernels.distillation_kl(s, t), expected, rtol=1e-6)
+  np.testing.assert_allclose(mutualnet.distillation_kl(s, t), expected, rtol=1e-6)
 
 
 def test_optimizer_matches_reference_sgd():

@@ -1,13 +1,13 @@
 """Check a config before anything compiles, reporting every problem at once.
 
-A wrong config on a pod should cost seconds, not a 20-minute compile (issue 8).
+A wrong config on a pod should cost seconds, not a 20-minute compile.
 """
 
 import os
 from typing import List, Optional
 
 from mutualnet_jax import models
-from mutualnet_jax.training import mutualnet
+from mutualnet_jax.config import defaults
 
 
 class ConfigError(ValueError):
@@ -36,9 +36,10 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
     p.append(f'resolutions: {res} must all be positive')
   elif any(r > res[0] for r in res[1:]):
     p.append(f'resolutions: {res}: the first must be the highest (the teacher\'s)')
-  if config.mode not in mutualnet.MODES:
-    p.append(f'mode: unknown {config.mode!r}; known: {", ".join(mutualnet.MODES)}')
-  elif config.mode == 'independent':
+  if config.method not in defaults.METHODS:
+    p.append(f'method (old name: mode): unknown {config.method!r}; known: '
+             f'{", ".join(defaults.METHODS)}')
+  elif config.method == 'independent':
     if not 0 < config.independent_width <= hi:
       p.append(f'independent_width: {config.independent_width} outside (0, {hi}]')
     if config.independent_resolution <= 0:

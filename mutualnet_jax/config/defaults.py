@@ -6,6 +6,9 @@ are the published reference implementation's (see README, "Departures" for what 
 
 import ml_collections
 
+# The training methods the paper compares (``config.method``).
+METHODS = ('mutualnet', 'usnet', 'independent')
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -17,12 +20,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.width_upper = 1.0
   c.width_step = 0.05          # grid of trainable/evaluated widths: lower, lower+step, ..., upper
   c.resolutions = (224, 192, 160, 128)   # the first is the highest; others must be <= it
-  c.depthwise_impl = 'auto'    # 'auto' | 'shifted' (XLA:CPU forms of all convs) | 'native'
   c.sync_bn = False            # reference: per-device batch statistics (DataParallel)
 
-  # Training mode: 'mutualnet' (sandwich rule x resolution), 'usnet' (sandwich rule, highest
+  # Training method: 'mutualnet' (sandwich rule x resolution), 'usnet' (sandwich rule, highest
   # resolution only) or 'independent' (one width, one resolution, cross-entropy only).
-  c.mode = 'mutualnet'
+  c.method = 'mutualnet'
+  c.mode = c.get_ref('method')   # the field's old name (apart from main's --mode=train|eval)
   c.num_random_widths = 2
   c.independent_width = 1.0
   c.independent_resolution = 224
@@ -62,16 +65,27 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.compilation_cache_dir = ''  # '' -> ~/.cache/mutualnet_jax/jax_cache; 'none' disables
   c.precompile_grid = True     # compile every subnet kernel ahead of use on background threads
-  c.tune_cpu_runtime = True    # CPU only: synchronous dispatch, glibc keeps freed memory, YNNPACK
-                               # fusions (mutualnet_jax/cpu_runtime.py; ~2x faster steps)
 
   # BN post-statistics and the query table (mode=eval).
   c.calib_images = 2048
   c.calib_batch_size = 256
   c.eval_batch_size = 256
+  c.eval_cache_gb = 4.0         # keep the decoded evaluation set on the host up to this size
   c.eval_width_step = 0.05
   c.latency_batch_sizes = (1, 64)
   c.latency_repeats = 10
+
+  # XLA:CPU speed work, all of it in one place (a TPU or GPU run touches none of it).
+  c.xla_cpu = ml_collections.ConfigDict()
+  # Layer forms (mutualnet_jax/models/layer_forms.py): 'auto' (the XLA:CPU forms on the CPU
+  # backend, XLA's own elsewhere) | 'xla_cpu' | 'native'.
+  c.xla_cpu.layer_forms = 'auto'
+  # Synchronous dispatch, glibc keeps freed memory, YNNPACK fusions for the training kernels
+  # (mutualnet_jax/runtime/xla_cpu.py). Applied on the CPU backend only.
+  c.xla_cpu.tune_runtime = True
+  # The fields' old names, kept working: setting one sets the other.
+  c.depthwise_impl = c.xla_cpu.get_ref('layer_forms')
+  c.tune_cpu_runtime = c.xla_cpu.get_ref('tune_runtime')
 
   # Multi-host: '' means auto-detect (TPU VM) or single process.
   c.coordinator_address = ''

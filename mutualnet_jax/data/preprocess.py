@@ -9,7 +9,7 @@ import math
 
 import tensorflow as tf
 
-from mutualnet_jax.training.mutualnet import image_key
+from mutualnet_jax.data import image_key
 
 MEAN_RGB = (0.485, 0.456, 0.406)
 STDDEV_RGB = (0.229, 0.224, 0.225)

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.models.slimmable import BATCH_STATS
-from mutualnet_jax.training.mutualnet import image_key
+from mutualnet_jax.data import image_key
 
 Array = Any
 _SEP = '/'
@@ -176,14 +176,13 @@ def cached_calibration(workdir: str, model, params, width: float, resolution: in
   return stats
 
 
-def host_calibration_batches(config, mesh=None) -> list:
+def host_calibration_batches(config) -> list:
   """The calibration set (config.calib_images, training augmentation), decoded once.
 
   Kept as host numpy batches (every resolution), so every (width, resolution) reuses them;
   drop remainder, so no padded row enters the statistics.
   """
   from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  del mesh
   ds = pipeline.create_calibration_dataset(config, int(config.calib_images),
                                                  int(config.calib_batch_size))
   batches = []

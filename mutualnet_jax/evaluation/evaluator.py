@@ -114,18 +114,6 @@ def restore(config, workdir: str):
   return model, params, meta, step
 
 
-class _Lazy:
-  """Decode the calibration set on first need only (all statistics may be cached)."""
-
-  def __init__(self, fn):
-    self._fn, self._value = fn, None
-
-  def get(self):
-    if self._value is None:
-      self._value = self._fn()
-    return self._value
-
-
 def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = None,
                   resolutions: Optional[Sequence[int]] = None) -> List[Dict]:
   """Calibrate, evaluate and time every configuration; write the table and plot; the rows.
@@ -146,13 +134,14 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
                config.model, step, meta)
 
   tag = calibration.calibration_tag(config, step)
-  calib = _Lazy(lambda: calibration.host_calibration_batches(config))
+  # Decoded on first need only: every statistic may already be cached in the workdir.
+  calib_batches = functools.cache(lambda: calibration.host_calibration_batches(config))
   n_calib = int(config.calib_images) // int(config.calib_batch_size) * int(
       config.calib_batch_size)
 
   _, num_eval, _ = pipeline.dataset_info(config)
   eval_ds = pipeline.create_eval_dataset(config)
-  cache_eval = _eval_set_bytes(config, num_eval) <= float(config.get('eval_cache_gb', 4)) * 1e9
+  cache_eval = _eval_set_bytes(config, num_eval) <= float(config.eval_cache_gb) * 1e9
   if cache_eval:
     t0 = time.perf_counter()
     eval_host = list(eval_ds.as_numpy_iterator())
@@ -171,7 +160,7 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
   for i, (w, r) in enumerate(configs):
     stats = calibration.cached_calibration(
         workdir, model, params, w, r, mesh, tag=tag,
-        batches_fn=lambda r=r: calibration.to_device(calib.get(), mesh, r))
+        batches_fn=lambda r=r: calibration.to_device(calib_batches(), mesh, r))
     variables = {'params': params, 'batch_stats': stats}
     stats_of[(w, r)] = variables
     macs, n_params = flops.count(model, w, r)

@@ -82,9 +82,9 @@ def count(model: Union[nn.Module, str], width: float, resolution: int) -> Tuple[
   """
   if isinstance(model, str):
     model = models.create(model)
-  if getattr(model, 'depthwise_impl', None) not in (None, 'native'):
+  if getattr(model, 'layer_forms', None) not in (None, 'native'):
     # One grouped conv traces much faster than k*k shifted multiply-adds; same shapes.
-    model = model.clone(depthwise_impl='native')
+    model = model.clone(layer_forms='native')
   if not isinstance(resolution, int) or resolution <= 0:
     raise ValueError(f'resolution must be a positive integer, got {resolution!r}')
   tally = _Tally()

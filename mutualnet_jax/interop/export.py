@@ -33,10 +33,10 @@ SPEC = 'spec.json'
 VARIABLES = 'variables.msgpack'
 
 
-def fixed_model(name: str, num_classes: int, width: float, depthwise_impl: str = 'auto'):
+def fixed_model(name: str, num_classes: int, width: float, layer_forms: str = 'auto'):
   """The architecture at one width: parameters allocated at exactly the subnet's channels."""
   return models.create(name, num_classes=num_classes, max_width=width, min_width=width,
-                       depthwise_impl=depthwise_impl)
+                       layer_forms=layer_forms)
 
 
 def slice_params(slim_params, model, resolution: int) -> Dict:
@@ -176,7 +176,7 @@ def export_from_workdir(workdir: str, width: float, resolution: int, out: str, c
                         tensorflow: bool = True) -> Dict:
   params, meta, step = checkpointing.restore_params(workdir)
   lower = meta.get('width_lower', models.REGISTRY[meta['model']].keywords.get('min_width'))
-  if not lower - 1e-9 <= width <= meta['max_width'] + 1e-9:
+  if not models.width_in_range(width, lower, meta['max_width']):
     raise ExportError(f'width {width} is outside the trained range '
                      f'[{lower}, {meta["max_width"]}]')
   stats = _stats_for(workdir, params, meta, step, width, resolution, config)

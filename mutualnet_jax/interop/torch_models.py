@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mutualnet_jax.models.slimmable import width_in_range
+
 BN_EPS = 1e-5
 V1_BLOCKS = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))
 V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -141,7 +143,7 @@ class _Slimmable(nn.Module):
   min_width: float
 
   def _check(self, width):
-    if not self.min_width - 1e-9 <= width <= self.max_width + 1e-9:
+    if not width_in_range(width, self.min_width, self.max_width):
       raise ValueError(f'width {width} outside [{self.min_width}, {self.max_width}]')
 
 

@@ -12,7 +12,8 @@ import flax.linen as nn
 from mutualnet_jax.models.mobilenet_v1 import MobileNetV1
 from mutualnet_jax.models.mobilenet_v2 import MobileNetV2
 from mutualnet_jax.models.resnet import ResNet
-from mutualnet_jax.models.slimmable import MissingStatisticsError, channels, make_divisible
+from mutualnet_jax.models.slimmable import (MissingStatisticsError, channels, make_divisible,
+                                             width_in_range)
 from mutualnet_jax.models.vgg import VGG
 
 # A small MobileNet v1 for 32-pixel inputs: the offline demo and the tests.
@@ -31,7 +32,8 @@ REGISTRY: Dict[str, Callable[..., nn.Module]] = {
 def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwargs) -> nn.Module:
   """The registered module ``name``, with parameters allocated at ``max_width``.
 
-  kwargs: ``min_width`` (lowest width the module accepts), ``depthwise_impl``, ``axis_name``.
+  kwargs: ``min_width`` (lowest width the module accepts), ``layer_forms`` (see
+  :mod:`mutualnet_jax.models.layer_forms`; ``depthwise_impl`` is its old name), ``axis_name``.
   """
   if name not in REGISTRY:
     raise ValueError(f'unknown model {name!r}; known: {", ".join(sorted(REGISTRY))}')
@@ -39,6 +41,8 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
     raise ValueError(f'num_classes must be positive, got {num_classes}')
   if max_width <= 0:
     raise ValueError(f'max_width must be positive, got {max_width}')
+  if 'depthwise_impl' in kwargs:
+    kwargs['layer_forms'] = kwargs.pop('depthwise_impl')
   min_width = kwargs.get('min_width')
   if min_width is not None and not 0 < min_width <= max_width:
     raise ValueError(f'min_width {min_width} must be in (0, max_width={max_width}]')
@@ -46,11 +50,11 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
 
 
 def from_config(config, axis_name: Optional[str] = None) -> nn.Module:
-  """The config's model (``model``, ``num_classes``, width range, ``depthwise_impl``)."""
+  """The config's model (``model``, ``num_classes``, width range, ``xla_cpu.layer_forms``)."""
   return create(config.model, num_classes=config.num_classes, max_width=config.width_upper,
-                min_width=config.width_lower, depthwise_impl=config.depthwise_impl,
+                min_width=config.width_lower, layer_forms=config.xla_cpu.layer_forms,
                 axis_name=axis_name)
 
 
 __all__ = ['REGISTRY', 'create', 'from_config', 'make_divisible', 'channels',
-           'MissingStatisticsError']
+           'MissingStatisticsError', 'width_in_range']

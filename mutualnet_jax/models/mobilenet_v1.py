@@ -23,7 +23,7 @@ class MobileNetV1(nn.Module):
   blocks: Sequence[Tuple[int, int, int]] = BLOCKS
   stem_channels: int = STEM_CHANNELS
   stem_stride: int = 2
-  depthwise_impl: str = 'auto'
+  layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None   # set for synchronised BN across a mapped axis
 
   @nn.compact
@@ -32,7 +32,7 @@ class MobileNetV1(nn.Module):
     slimmable.check_images(x, 'MobileNetV1')
     ch = slimmable.channels
     unit = lambda **kw: slimmable.ConvBNReLU(
-        depthwise_impl=self.depthwise_impl, axis_name=self.axis_name, **kw)
+        layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)
     c_in_max, c_in = ch(self.stem_channels, self.max_width), ch(self.stem_channels, width)
     x = unit(max_in=3, max_out=c_in_max, stride=self.stem_stride, name='stem')(x, c_in, train)
     i = 0

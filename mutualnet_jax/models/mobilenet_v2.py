@@ -24,7 +24,7 @@ class InvertedResidual(nn.Module):
   expansion: int
   stride: int
   max_width: float
-  depthwise_impl: str = 'auto'
+  layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
 
   @nn.compact
@@ -32,7 +32,7 @@ class InvertedResidual(nn.Module):
     t = self.expansion
     ch = slimmable.channels
     unit = lambda **kw: slimmable.ConvBNReLU(
-        depthwise_impl=self.depthwise_impl, axis_name=self.axis_name, **kw)
+        layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)
     in_max = ch(self.base_in, self.max_width)
     hidden_max, hidden = ch(self.base_in * t, self.max_width, t), ch(self.base_in * t, width, t)
     out_max, out = ch(self.base_out, self.max_width), ch(self.base_out, width)
@@ -52,7 +52,7 @@ class MobileNetV2(nn.Module):
   num_classes: int = 1000
   max_width: float = 1.0
   min_width: float = 0.7
-  depthwise_impl: str = 'auto'
+  layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
 
   @nn.compact
@@ -61,7 +61,7 @@ class MobileNetV2(nn.Module):
     slimmable.check_images(x, 'MobileNetV2')
     ch = slimmable.channels
     unit = lambda **kw: slimmable.ConvBNReLU(
-        depthwise_impl=self.depthwise_impl, axis_name=self.axis_name, **kw)
+        layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)
     x = unit(max_in=3, max_out=ch(STEM_CHANNELS, self.max_width), stride=2, name='stem')(
         x, ch(STEM_CHANNELS, width), train)
     base_in, i = STEM_CHANNELS, 0
@@ -69,7 +69,7 @@ class MobileNetV2(nn.Module):
       for r in range(n):
         i += 1
         x = InvertedResidual(base_in, c, t, s if r == 0 else 1, self.max_width,
-                             self.depthwise_impl, self.axis_name, name=f'block{i}')(
+                             self.layer_forms, self.axis_name, name=f'block{i}')(
                                  x, width, train)
         base_in = c
     x = unit(max_in=ch(base_in, self.max_width), max_out=HEAD_CHANNELS, kernel_size=1,

@@ -21,11 +21,13 @@ class Bottleneck(nn.Module):
   stride: int
   max_width: float
   axis_name: Optional[str] = None
+  layer_forms: str = 'auto'
 
   @nn.compact
   def __call__(self, x, width: float, train: bool):
     ch = slimmable.channels
-    unit = lambda **kw: slimmable.ConvBNReLU(axis_name=self.axis_name, **kw)
+    unit = lambda **kw: slimmable.ConvBNReLU(axis_name=self.axis_name,
+                                             layer_forms=self.layer_forms, **kw)
     in_max = ch(self.base_in, self.max_width)
     mid_max, mid = ch(self.base_mid, self.max_width), ch(self.base_mid, width)
     base_out = self.base_mid * EXPANSION
@@ -47,7 +49,7 @@ class ResNet(nn.Module):
   max_width: float = 1.0
   min_width: float = 0.25
   stages: Sequence = STAGES
-  depthwise_impl: str = 'auto'   # unused: no depthwise convs
+  layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
 
   @nn.compact
@@ -56,7 +58,8 @@ class ResNet(nn.Module):
     slimmable.check_images(x, 'ResNet')
     ch = slimmable.channels
     x = slimmable.ConvBNReLU(3, ch(64, self.max_width), kernel_size=7, stride=2,
-                             activation='relu', axis_name=self.axis_name, name='stem')(
+                             activation='relu', axis_name=self.axis_name,
+                             layer_forms=self.layer_forms, name='stem')(
                                  x, ch(64, width), train)
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     base_in, i = 64, 0
@@ -64,7 +67,7 @@ class ResNet(nn.Module):
       for b in range(blocks):
         i += 1
         x = Bottleneck(base_in, base_mid, stride if b == 0 else 1, self.max_width,
-                       self.axis_name, name=f'block{i}')(x, width, train)
+                       self.axis_name, self.layer_forms, name=f'block{i}')(x, width, train)
         base_in = base_mid * EXPANSION
     x = slimmable.global_avg_pool(x)
     return slimmable.SlimDense(ch(base_in, self.max_width), self.num_classes,

@@ -4,13 +4,13 @@ A subnet of width ``w`` uses the leading channels of every layer (US-Net, Yu & H
 MutualNet Sec. 3.1). Every layer here receives the number of channels it should use as plain
 Python integers computed from the static width, so each width traces to its own program.
 
-Batch norm follows MutualNet's "post-statistics" (Sec. 3.1): training always normalises with
-the statistics of the current batch; there are no running averages inside the model. At
-inference the statistics for exactly one (width, resolution) pair are passed in as the
-``batch_stats`` collection, which the caller keeps as data keyed by that pair (see
-``mutualnet_jax.evaluation.calibration``). This departs from the reference, which bakes one private BN per
-width into the parameters; the reference's running statistics are never used for results anyway
-(they are recalibrated after training).
+Batch norm follows MutualNet's "post-statistics" (Sec. 3.1): training always normalises with the
+statistics of the current batch; there are no running averages inside the model. At inference
+the statistics for exactly one (width, resolution) pair are passed in as the ``batch_stats``
+collection, which the caller keeps as data keyed by that pair (see
+``mutualnet_jax.evaluation.calibration``). This departs from the reference, which bakes one
+private BN per width into the parameters; the reference's running statistics are never used for
+results anyway (they are recalibrated after training).
 """
 
 from typing import Any, Optional
@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from mutualnet_jax.models import ops
-from mutualnet_jax.models.ops import BN_EPS
+from mutualnet_jax.models import layer_forms
+from mutualnet_jax.models.layer_forms import BN_EPS
 
 Array = Any
 BATCH_STATS = 'batch_stats'
@@ -54,7 +54,7 @@ class SlimConv(nn.Module):
   max_out: int
   kernel_size: int = 3
   stride: int = 1
-  impl: str = 'native'   # 'cpu' | 'native', see ops.dense_conv
+  layer_forms: str = 'auto'   # see mutualnet_jax.models.layer_forms
 
   @nn.compact
   def __call__(self, x: Array, out_channels: int) -> Array:
@@ -64,7 +64,7 @@ class SlimConv(nn.Module):
     _check_slice('input channels', in_channels, self.max_in, self)
     _check_slice('output channels', out_channels, self.max_out, self)
     kernel = kernel[:, :, :in_channels, :out_channels].astype(x.dtype)
-    return ops.dense_conv(x, kernel, self.stride, self.impl)
+    return layer_forms.forms_for(self.layer_forms).dense_conv(x, kernel, self.stride)
 
 
 class SlimDepthwiseConv(nn.Module):
@@ -72,7 +72,7 @@ class SlimDepthwiseConv(nn.Module):
   max_channels: int
   kernel_size: int = 3
   stride: int = 1
-  impl: str = 'auto'
+  layer_forms: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -82,7 +82,7 @@ class SlimDepthwiseConv(nn.Module):
     c = x.shape[-1]
     _check_slice('channels', c, self.max_channels, self)
     kernel = kernel[..., :c].astype(x.dtype)
-    return ops.depthwise_conv(x, kernel, self.stride, ops.resolve_depthwise_impl(self.impl))
+    return layer_forms.forms_for(self.layer_forms).depthwise_conv(x, kernel, self.stride)
 
 
 class SlimDense(nn.Module):
@@ -114,6 +114,7 @@ class SlimBatchNorm(nn.Module):
   """
   max_channels: int
   axis_name: Optional[str] = None
+  layer_forms: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -123,7 +124,7 @@ class SlimBatchNorm(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (self.max_channels,))[:c]
     reduce_axes = tuple(range(x.ndim - 1))
     if train and self.axis_name is None:
-      y, mean, var = ops.batch_norm_train(x, scale, bias)
+      y, mean, var = layer_forms.forms_for(self.layer_forms).batch_norm_train(x, scale, bias)
       self._store_statistics(mean, var, x.size // c)
       return y
     if train:
@@ -172,28 +173,33 @@ class ConvBNReLU(nn.Module):
   stride: int = 1
   depthwise: bool = False
   activation: Optional[str] = 'relu6'   # 'relu6' (MobileNets), 'relu' (VGG, ResNet) or None
-  depthwise_impl: str = 'auto'
+  layer_forms: str = 'auto'
   axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x: Array, out_channels: int, train: bool) -> Array:
     if self.depthwise:
-      x = SlimDepthwiseConv(self.max_out, self.kernel_size, self.stride, self.depthwise_impl,
+      x = SlimDepthwiseConv(self.max_out, self.kernel_size, self.stride, self.layer_forms,
                             name='conv')(x)
     else:
-      x = SlimConv(self.max_in, self.max_out, self.kernel_size, self.stride,
-                   ops.resolve_conv_impl(self.depthwise_impl), name='conv')(x, out_channels)
-    x = SlimBatchNorm(self.max_out, self.axis_name, name='bn')(x, train)
+      x = SlimConv(self.max_in, self.max_out, self.kernel_size, self.stride, self.layer_forms,
+                   name='conv')(x, out_channels)
+    x = SlimBatchNorm(self.max_out, self.axis_name, self.layer_forms, name='bn')(x, train)
     if self.activation is None:
       return x
     return {'relu6': nn.relu6, 'relu': nn.relu}[self.activation](x)
+
+
+def width_in_range(width: float, min_width: float, max_width: float) -> bool:
+  """The one test of a width against a range (floats from a grid or a flag: 1e-9 slack)."""
+  return min_width - 1e-9 <= width <= max_width + 1e-9
 
 
 def check_width(width: float, min_width: float, max_width: float, name: str) -> float:
   """A clear error for a width outside the module's range (before anything compiles)."""
   if not isinstance(width, (int, float)):
     raise TypeError(f'{name}: width must be a static Python float, got {type(width).__name__}')
-  if not (min_width - 1e-9 <= width <= max_width + 1e-9):
+  if not width_in_range(width, min_width, max_width):
     raise ValueError(f'{name}: width {width} is outside the range [{min_width}, {max_width}]')
   return float(width)
 

@@ -21,7 +21,7 @@ class VGG(nn.Module):
   min_width: float = 0.25
   cfg: Sequence = CFG16
   features_only: bool = False
-  depthwise_impl: str = 'auto'   # unused: VGG has no depthwise convs; kept for a uniform API
+  layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
 
   @nn.compact
@@ -36,7 +36,8 @@ class VGG(nn.Module):
       i += 1
       out_max = slimmable.channels(v, self.max_width)
       x = slimmable.ConvBNReLU(in_max, out_max, activation='relu', axis_name=self.axis_name,
-                               name=f'conv{i}')(x, slimmable.channels(v, width), train)
+                               layer_forms=self.layer_forms, name=f'conv{i}')(
+                                   x, slimmable.channels(v, width), train)
       in_max = out_max
     if self.features_only:
       return x

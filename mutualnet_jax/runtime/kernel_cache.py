@@ -2,10 +2,10 @@
 
 JAX's persistent compilation cache (``parallel.enable_compilation_cache``) spares a restarted run
 XLA's compile, but each kernel is still traced and lowered first to find its cache entry: about
-1.2 s of host time for the MobileNet v1 teacher, and the same again for every other subnet of the
-grid. Here every kernel is compiled from a ``jax.export`` artifact (serialized StableHLO; no
-pickle) that is also written to disk. A later process whose key matches rebuilds the kernel from
-the file in ~0.05 s and XLA's executable comes from the persistent cache (~0.3 s). Hit or miss,
+a second of host time per subnet of the grid for MobileNet v1 (BENCHMARKS.md). Here every kernel
+is compiled from a ``jax.export`` artifact (serialized StableHLO; no pickle) that is also
+written to disk. A later process whose key matches rebuilds the kernel from the file, and XLA's
+executable comes from the persistent cache. Hit or miss,
 the kernel is compiled from the same exported module, so both paths share one cache entry; a miss,
 a stale or unreadable file costs only the ordinary trace.
 

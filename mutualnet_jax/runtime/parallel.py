@@ -5,6 +5,7 @@ import os
 import jax
 from absl import logging
 
+from mutualnet_jax.runtime import jax_internals
 from mutualnet_jax.runtime import xla_cpu
 
 DATA = 'data'
@@ -16,7 +17,7 @@ def start(config) -> None:
   CPU dispatch mode and ``jax.distributed.initialize`` before anything starts the backends,
   then host-memory tuning (CPU only) and the persistent compilation cache.
   """
-  tune_cpu = config.get('tune_cpu_runtime', True)
+  tune_cpu = config.xla_cpu.tune_runtime if 'xla_cpu' in config else True
   xla_cpu.prepare(tune_cpu)
   initialize_distributed(config)
   xla_cpu.tune_host_memory(tune_cpu)
@@ -61,9 +62,8 @@ def create_mesh() -> jax.sharding.Mesh:
 def enable_compilation_cache(cache_dir: str) -> None:
   """Persistent XLA compilation cache, so a restarted run skips recompiling its subnets.
 
-  Every program is kept, however quickly it compiled: the train state's creation compiles in
-  0.3 s and loads in 0.06 s, and a threshold of 0.5 s (JAX's default is 1 s) made each restart
-  compile it again.
+  Every program is kept, however quickly it compiled: with a threshold, small programs such as
+  the train state's creation were compiled again on every restart (BENCHMARKS.md).
   """
   if cache_dir == 'none':
     return
@@ -83,5 +83,4 @@ def wait_for_all_processes(name: str, timeout_s: int = 3600) -> None:
   """
   if jax.process_count() == 1:
     return
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
+  jax_internals.barrier(name, timeout_s)

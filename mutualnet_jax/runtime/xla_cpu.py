@@ -1,32 +1,25 @@
-"""XLA:CPU runtime settings that roughly halve the training step on CPU (issue 7).
-
-Measured on the full-width MobileNet v1 teacher (batch 32, 224 px, 2 cores; BENCHMARKS.md):
+"""XLA:CPU process settings that roughly halve the training step on CPU (BENCHMARKS.md).
 
 1. **Host memory that stays mapped.** Each execution of a compiled kernel allocates its
-   temporaries (about 2 GB for that teacher) and frees them afterwards. glibc returns
-   allocations that large to the kernel (``mmap``/``munmap``), so every step page-faulted 2 GB
-   back in: 520,000 minor faults and 1 s of system time per 2.25 s teacher execution.
-   ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, -1)`` make glibc keep and
-   reuse that memory instead, so the process holds on to its peak. ``mallopt(M_MXFAST, 0)``
-   goes with them: once large blocks live in the heap, glibc sweeps its small-block "fastbins"
-   (``malloc_consolidate``) on every large free, which was 8% of the CPU time of loading the
-   step's kernels (XLA's many small protobuf objects); without fastbins loading took 1.78-1.87 s
-   instead of 1.86-2.21 s (4 interleaved pairs), steps unchanged.
-2. **Synchronous dispatch on CPU.** With JAX's asynchronous CPU dispatch, a kernel runs (and
-   allocates) on a worker thread whose glibc arena still maps large blocks with ``mmap``,
-   whatever (1) says. Run synchronously, it allocates from the main arena that (1) tunes. The
-   training loop loses nothing: on CPU the host and the "device" are the same cores.
+   temporaries (gigabytes for a MobileNet teacher) and frees them afterwards; glibc returned
+   blocks that large to the kernel, so every step page-faulted them back in.
+   ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, -1)`` make glibc keep and reuse
+   that memory (the process holds on to its peak). ``mallopt(M_MXFAST, 0)`` goes with them:
+   once large blocks live in the heap, glibc would sweep its small-block fastbins on every
+   large free, which slowed loading the step's kernels.
+2. **Synchronous dispatch on CPU.** With asynchronous dispatch a kernel runs (and allocates) on
+   a worker thread whose glibc arena still maps large blocks with ``mmap``, whatever (1) says.
+   The training loop loses nothing: on CPU the host and the "device" are the same cores.
 3. **YNNPACK fusions that take in a dot's elementwise neighbours**
-   (``xla_cpu_experimental_ynn_fusion_type``: DOT and REDUCE, where XLA's default is the bare
-   dot and REDUCE): batch norm's and ReLU6's passes around the pointwise convolutions run inside
-   the multi-threaded YNNPACK kernel instead of as separate single-threaded loops. Teacher
-   (with 1 and 2) 1.30 s -> 1.12 s. Training kernels only: inference (evaluation, calibration,
-   latency) was no faster with it (full-width 224 forward, batch 32: 312 ms with XLA's default
-   fusions, 336 ms with these), so those keep XLA's defaults.
+   (``xla_cpu_experimental_ynn_fusion_type``: DOT and REDUCE): batch norm's and ReLU6's passes
+   around the pointwise convolutions run inside the multi-threaded YNNPACK kernel. Training
+   kernels only: inference measured no faster with it, so it keeps XLA's defaults.
 
 (2) must happen before JAX creates its CPU client: the trainer, the evaluator and the benchmark
-call :func:`prepare` first thing and :func:`tune_host_memory` once the backends are up. None of
-this applies to TPU or GPU kernels; TPU hosts keep glibc's defaults.
+call :func:`prepare` first thing (through ``runtime.parallel.start``) and
+:func:`tune_host_memory` once the backends are up. Nothing here applies to TPU or GPU; their
+hosts keep glibc's defaults. The layer forms for XLA:CPU are the models' side of the same
+concern (:mod:`mutualnet_jax.models.xla_cpu_forms`); both follow ``config.xla_cpu``.
 """
 
 import ctypes
@@ -36,6 +29,8 @@ from typing import Dict
 
 import jax
 from absl import logging
+
+from mutualnet_jax.runtime import jax_internals
 
 YNN_FUSION_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 YNN_FUSION_TYPES = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'
@@ -53,8 +48,7 @@ def prepare(enabled: bool = True) -> None:
   """
   if not enabled:
     return
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if not xla_bridge.backends_are_initialized():
+  if not jax_internals.backends_started():
     jax.config.update('jax_cpu_enable_async_dispatch', False)
   elif jax.default_backend() == 'cpu' and _async_dispatch():
     logging.warning('JAX was started before mutualnet_jax could make CPU dispatch synchronous; '

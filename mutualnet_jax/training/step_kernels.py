@@ -1,18 +1,13 @@
-"""One MutualNet training step as a handful of compiled data-parallel kernels (Sec. 3.2, Eq. 4).
+"""The MutualNet step (:mod:`mutualnet_jax.training.mutualnet`) as compiled data-parallel kernels.
 
 Each (width, resolution) subnet's forward and backward pass is its own XLA program:
 ``jax.jit`` over ``jax.shard_map`` on the 1-D ``data`` mesh, compiled once and cached. Gradients
 stay per-device and accumulate across the step's subnets on each device; one final kernel takes
 the step's single cross-device mean (gradients, losses and finiteness flags packed in one
-vector, so exactly one all-reduce) and applies the optimiser.
+vector, so exactly one all-reduce) and applies the optimiser. The sum of the per-subnet
+gradients is the gradient of :func:`mutualnet.step_loss` (Eq. 4); the tests check that.
 
-  teacher (full width, highest resolution): cross-entropy on the labels; its softmax, with the
-      gradient stopped, is the students' target.
-  students: KL(student || teacher) = sum p_t (log p_t - log p_s), summed over classes and
-      averaged over the batch (PyTorch's ``batchmean``), temperature 1.
-  update: one optimiser step on the summed gradient.
-
-The step functions below are pure; :class:`StepKernels` binds them to a model and mesh.
+:func:`run_step` dispatches one step; :class:`StepKernels` compiles and caches the kernels.
 """
 
 import concurrent.futures
@@ -29,8 +24,9 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mutualnet_jax.runtime import xla_cpu
 from mutualnet_jax.runtime import kernel_cache
+from mutualnet_jax.data import image_key
+from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training.mutualnet import Subnet
 
 DATA = 'data'
@@ -38,7 +34,7 @@ Array = Any
 
 
 @flax.struct.dataclass
-class TrainState:
+class StepState:
   step: Array
   params: Any
   opt_state: Any
@@ -48,12 +44,12 @@ class TrainState:
   nonfinite_subnet: Array
 
 
-def create_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+def create_train_state(params, optimizer: optax.GradientTransformation) -> StepState:
   """Step 0's state, as one compiled program: run op by op, the optimiser's per-leaf
-  initialisation compiled dozens of small programs (1 s for MobileNet v1)."""
+  initialisation compiled dozens of small programs."""
   @jax.jit
   def create(p):
-    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p),
+    return StepState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p),
                       nonfinite_step=jnp.full((), -1, jnp.int32),
                       nonfinite_subnet=jnp.full((), -1, jnp.int32))
   return create(params)
@@ -77,26 +73,13 @@ def _all_finite(tree) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels).mean()
-
-
-def distillation_kl(student_logits, teacher_probs):
-  """KL(teacher || student) with reduction 'batchmean', as PyTorch's KLDivLoss on log-probs."""
-  log_p = jax.nn.log_softmax(student_logits.astype(jnp.float32))
-  kl = jnp.sum(jax.scipy.special.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_p,
-               axis=-1)
-  return kl.mean()
-
-
 def teacher_step(params, images, labels, *, model, width: float):
   """Per-device: grads of the cross-entropy, the detached soft targets, the loss, finiteness."""
   def loss_fn(p):
     logits = model.apply({'params': p}, images, width=width, train=True)
-    return cross_entropy(logits, labels), logits
+    return mutualnet.cross_entropy(logits, labels), logits
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  probs = jax.nn.softmax(lax.stop_gradient(logits).astype(jnp.float32))
+  probs = mutualnet.soft_targets(logits)
   ok = jnp.isfinite(loss) & _all_finite(grads)
   return grads, probs, loss, ok
 
@@ -105,7 +88,7 @@ def student_step(params, grads_acc, images, teacher_probs, *, model, width: floa
   """Per-device: add this student's distillation gradient to the accumulated gradient."""
   def loss_fn(p):
     logits = model.apply({'params': p}, images, width=width, train=True)
-    return distillation_kl(logits, teacher_probs)
+    return mutualnet.distillation_kl(logits, teacher_probs)
   loss, grads = jax.value_and_grad(loss_fn)(params)
   ok = jnp.isfinite(loss) & _all_finite(grads)
   return jax.tree.map(jnp.add, grads_acc, grads), loss, ok
@@ -117,7 +100,8 @@ class StepKernels:
   ``get(subnet)`` returns the subnet's compiled program, compiling on first use;
   ``precompile(subnets)`` compiles ahead of use on background threads, so the first steps do not
   wait for the whole grid. ``compiled`` lists the subnets compiled so far. ``compiler_options``
-  go to XLA with every kernel; None means :func:`xla_cpu.compiler_options`.
+  go to XLA with every kernel (the trainer passes the backend's, see
+  :mod:`mutualnet_jax.runtime.xla_cpu`; none means XLA's defaults).
 
   ``cache_tag`` describes the optimiser (and anything else a kernel depends on beyond the model
   and its arguments, e.g. the config and schedule length): with it, kernels are also kept as
@@ -130,8 +114,7 @@ class StepKernels:
                compiler_options: Optional[Dict[str, str]] = None,
                cache_tag: Optional[str] = None):
     self.model, self.optimizer, self.mesh = model, optimizer, mesh
-    self.compiler_options = (xla_cpu.compiler_options() if compiler_options is None
-                             else dict(compiler_options))
+    self.compiler_options = dict(compiler_options or {})
     self.batch, self.num_classes = batch_per_step, num_classes
     self.n_dev = mesh.devices.size
     rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA))
@@ -230,7 +213,8 @@ class StepKernels:
   def get(self, subnet: Subnet):
     return self._future(self.key(subnet), background=False).result()
 
-  def update(self, num_subnets: int):
+  def update_kernel(self, num_subnets: int):
+    """The kernel that reduces a step of ``num_subnets`` subnets and applies the optimiser."""
     return self._future(('update', num_subnets), background=False).result()
 
   def precompile(self, subnets: Sequence[Subnet], num_subnets_per_step: int):
@@ -266,7 +250,7 @@ def update_step_reduce(grads, losses, oks, axis_name=DATA):
   return unravel(lax.pmean(flat, axis_name))
 
 
-def apply_update(state: TrainState, grads, losses, ok_frac, *, optimizer):
+def apply_update(state: StepState, grads, losses, ok_frac, *, optimizer):
   """One optimiser step on the mean gradient, skipped once any loss or gradient is non-finite."""
   subnet_ok = ok_frac >= 1.0
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -284,8 +268,8 @@ def apply_update(state: TrainState, grads, losses, ok_frac, *, optimizer):
   return new_state, {'losses': losses, 'grad_norm': optax.global_norm(grads)}
 
 
-def run_step(kernels: StepKernels, state: TrainState, batch, subnets: Sequence[Subnet],
-             image_key) -> Tuple[TrainState, Dict]:
+def run_step(kernels: StepKernels, state: StepState, batch,
+             subnets: Sequence[Subnet]) -> Tuple[StepState, Dict]:
   """Dispatch one step: the teacher, each student, then the update. No host round-trip."""
   teacher, students = subnets[0], subnets[1:]
   grads, probs, loss, ok = kernels.get(teacher)(
@@ -295,4 +279,4 @@ def run_step(kernels: StepKernels, state: TrainState, batch, subnets: Sequence[S
     grads, loss, ok = kernels.get(s)(state.params, grads, batch[image_key(s.resolution)], probs)
     losses.append(loss)
     oks.append(ok)
-  return kernels.update(len(subnets))(state, grads, tuple(losses), tuple(oks))
+  return kernels.update_kernel(len(subnets))(state, grads, tuple(losses), tuple(oks))

@@ -1,8 +1,9 @@
 """The MutualNet trainer, in sections: set-up, mesh, input, model, optimiser, checkpoint, loop.
 
 ``train_and_evaluate(config, workdir)`` is what ``python -m mutualnet_jax.main`` runs; a notebook
-can call it directly. Each step trains the teacher and the sandwich of students drawn by
-:mod:`mutualnet_jax.training.mutualnet` with the kernels of :mod:`mutualnet_jax.training.step_kernels`.
+can call it directly. Each step trains the teacher and the students drawn by
+:mod:`mutualnet_jax.training.mutualnet`, with the kernels of
+:mod:`mutualnet_jax.training.step_kernels`.
 """
 
 import functools
@@ -137,7 +138,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   subnets_per_step = len(mutualnet.draw_subnets(config, 0))
   kernels = step_kernels.StepKernels(
       model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
-      config.num_classes, compiler_options=xla_cpu.compiler_options(config.tune_cpu_runtime),
+      config.num_classes, compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
       cache_tag=optim.describe(config, total_steps, steps_per_epoch))
   kernels.precompile(mutualnet.draw_subnets(config, start_step), subnets_per_step)
   if config.precompile_grid:
@@ -151,7 +152,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   preemption = _Preemption()
   end_step = total_steps if stop_after_steps is None else min(total_steps,
                                                                start_step + stop_after_steps)
-  run = functools.partial(step_kernels.run_step, kernels, image_key=pipeline.image_key)
+  run = functools.partial(step_kernels.run_step, kernels)
   t_log, step = time.perf_counter(), start_step
   logging.info('Training steps %d..%d of %d (%d per epoch).', start_step, end_step,
                total_steps, steps_per_epoch)

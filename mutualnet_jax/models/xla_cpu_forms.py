@@ -1,10 +1,12 @@
-"""The array functions behind the slimmable layers, in two forms that compute the same thing.
+"""The XLA:CPU layer forms: the native forms' functions, with hand-written backward passes.
 
-'native' forms are XLA's own convolutions, differentiated by JAX: what TPU/GPU and the TFLite
-export use. The XLA:CPU forms ('shifted' depthwise, 'cpu' dense) replace, forward or backward,
-the operations that XLA:CPU ran 2-10x slower (issue 7; BENCHMARKS.md has the profile behind each).
-Training-mode batch norm has one form, with its backward pass written out.
-``tests/test_layer_forms.py`` checks every pair against each other, forward and backward.
+XLA:CPU ran several of autodiff's backward operations 2-10x slower than these rewrites
+(BENCHMARKS.md has the profile behind each): a depthwise convolution as ``k*k`` shifted
+multiply-adds, pointwise convolutions as 2-D matmuls, dense convolutions with a per-tap matmul
+kernel gradient, and training-mode batch norm with its backward pass written out. Only
+:func:`mutualnet_jax.models.layer_forms.forms_for` hands them out, and only for the CPU backend
+(or when asked by name); ``tests/test_layer_forms.py`` checks each against the native form,
+forward and backward.
 """
 
 import functools
@@ -14,26 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mutualnet_jax.models import native_forms
+from mutualnet_jax.models.native_forms import BN_EPS
+
 Array = Any
-BN_EPS = 1e-5
-
-
-def depthwise_conv(x: Array, kernel: Array, stride: int, impl: str) -> Array:
-  """Depthwise convolution (kernel ``(k, k, 1, C)``) with symmetric padding ``k // 2``.
-
-  ``impl='native'`` is XLA's grouped convolution (fast on TPU/GPU). ``impl='shifted'`` writes
-  it as ``k*k`` shifted multiply-adds with a hand-written backward pass, which XLA:CPU runs
-  several times faster than its grouped convolution (issue 7). Both give the same result.
-  """
-  if impl == 'native':
-    kh, kw, _, c = kernel.shape
-    ph, pw = kh // 2, kw // 2
-    return lax.conv_general_dilated(
-        x, kernel, (stride, stride), ((ph, ph), (pw, pw)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
-  if impl != 'shifted':
-    raise ValueError(f'unknown depthwise implementation {impl!r}')
-  return _shifted_depthwise(x, kernel, stride)
 
 
 def _out_size(size: int, k: int, stride: int) -> int:
@@ -56,7 +42,8 @@ def _pad_same(x: Array, kernel_shape) -> Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _shifted_depthwise(x: Array, kernel: Array, stride: int) -> Array:
+def depthwise_conv(x: Array, kernel: Array, stride: int) -> Array:
+  """Depthwise convolution as ``k*k`` shifted multiply-adds, with a hand-written backward pass."""
   _, h, w, _ = x.shape
   kh, kw = kernel.shape[:2]
   return _shifted_sum(_pad_same(x, kernel.shape), kernel,
@@ -64,7 +51,7 @@ def _shifted_depthwise(x: Array, kernel: Array, stride: int) -> Array:
 
 
 def _shifted_depthwise_fwd(x, kernel, stride):
-  return _shifted_depthwise(x, kernel, stride), (x, kernel)
+  return depthwise_conv(x, kernel, stride), (x, kernel)
 
 
 def _shifted_depthwise_bwd(stride, residuals, g):
@@ -92,7 +79,7 @@ def _shifted_depthwise_bwd(stride, residuals, g):
   return dx, dk.reshape(kh, kw, 1, c).astype(kernel.dtype)
 
 
-_shifted_depthwise.defvjp(_shifted_depthwise_fwd, _shifted_depthwise_bwd)
+depthwise_conv.defvjp(_shifted_depthwise_fwd, _shifted_depthwise_bwd)
 
 
 def _dilate_for_transpose(g: Array, kernel_shape, in_hw, stride: int) -> Array:
@@ -117,39 +104,23 @@ def _taps(xp: Array, kernel_shape, out_h: int, out_w: int, stride: int):
           for i in range(kh) for j in range(kw)]
 
 
-def dense_conv(x: Array, kernel: Array, stride: int, impl: str) -> Array:
-  """Dense convolution (kernel HWIO) with symmetric padding ``k // 2``.
-
-  ``impl='native'``: XLA's convolution, forward and (autodiff) backward; what TPU/GPU and the
-  TFLite export use. ``impl='cpu'``: 1x1 kernels become a matmul over channels (forward and
-  backward ~3x faster on XLA:CPU); larger kernels keep XLA's forward but take a hand-written
-  backward pass (the kernel gradient as one 2-D matmul per tap, the input gradient as a forward
-  convolution of the dilated gradient), 2-5x faster there than the transposed convolutions
-  autodiff emits (issue 7). Both give the same numbers.
-  """
-  if impl == 'native':
-    return _conv(x, kernel, stride)
-  if impl != 'cpu':
-    raise ValueError(f'unknown convolution implementation {impl!r}')
+def dense_conv(x: Array, kernel: Array, stride: int) -> Array:
+  """Dense convolution: 1x1 kernels as a matmul over channels (forward and backward much
+  faster on XLA:CPU); larger kernels keep XLA's forward with a hand-written backward pass (the
+  kernel gradient as one 2-D matmul per tap, the input gradient as a forward convolution of the
+  dilated gradient), faster there than the transposed convolutions autodiff emits."""
   if kernel.shape[:2] == (1, 1):
     return pointwise_conv(x[:, ::stride, ::stride, :], kernel[0, 0])
   return _conv_cpu_backward(x, kernel, stride)
 
 
-def _conv(x, kernel, stride):
-  kh, kw = kernel.shape[:2]
-  return lax.conv_general_dilated(
-      x, kernel, (stride, stride), ((kh // 2, kh // 2), (kw // 2, kw // 2)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_cpu_backward(x, kernel, stride):
-  return _conv(x, kernel, stride)
+  return native_forms.dense_conv(x, kernel, stride)
 
 
 def _conv_cpu_backward_fwd(x, kernel, stride):
-  return _conv(x, kernel, stride), (x, kernel)
+  return native_forms.dense_conv(x, kernel, stride), (x, kernel)
 
 
 def _conv_cpu_backward_bwd(stride, residuals, g):
@@ -176,7 +147,7 @@ def pointwise_conv(x: Array, kernel: Array) -> Array:
   """1x1 convolution as a matmul over channels: ``x`` NHWC, ``kernel`` (C_in, C_out).
 
   The backward pass works on 2-D views: autodiff of the 4-D contraction made XLA:CPU's dot
-  canonicalisation transpose the whole activation gradient for the kernel gradient (issue 7).
+  canonicalisation transpose the whole activation gradient for the kernel gradient.
   """
   return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
@@ -197,38 +168,20 @@ def _pointwise_conv_bwd(residuals, g):
 pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
 
 
-def resolve_conv_impl(depthwise_impl: str) -> str:
-  """The dense convs' form that goes with a model's depthwise choice: the XLA:CPU forms ('cpu')
-  with 'shifted', XLA's convolutions ('native', what TPU/GPU and the TFLite export use) else."""
-  return 'cpu' if resolve_depthwise_impl(depthwise_impl) == 'shifted' else 'native'
-
-
-def resolve_depthwise_impl(impl: str) -> str:
-  """'auto' picks shifted multiply-adds on CPU and the native grouped conv elsewhere."""
-  if impl == 'auto':
-    return 'shifted' if jax.default_backend() == 'cpu' else 'native'
-  return impl
-
-
 @jax.custom_vjp
 def batch_norm_train(x: Array, scale: Array, bias: Array):
   """Training-mode batch norm over all axes but the last: ``(y, batch mean, biased var)``.
 
   Same function as the obvious jnp code, with the backward pass written out: two per-channel
   sums and one elementwise pass. Autodiff of the jnp form made XLA:CPU read the activations
-  in three separate reductions and build the input gradient twice (issue 7).
+  in three separate reductions and build the input gradient twice.
   """
-  return _batch_norm_train_fwd(x, scale, bias)[0]
+  return native_forms.batch_norm_train(x, scale, bias)
 
 
 def _batch_norm_train_fwd(x, scale, bias):
-  axes = tuple(range(x.ndim - 1))
-  xf = x.astype(jnp.float32)
-  mean = jnp.mean(xf, axes)
-  var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
-  inv = lax.rsqrt(var + BN_EPS)
-  y = ((xf - mean) * (inv * scale) + bias).astype(x.dtype)
-  return (y, mean, var), (x, mean, inv, scale)
+  y, mean, var = native_forms.batch_norm_train(x, scale, bias)
+  return (y, mean, var), (x, mean, lax.rsqrt(var + BN_EPS), scale)
 
 
 def _batch_norm_train_bwd(residuals, cotangents):
@@ -247,3 +200,4 @@ def _batch_norm_train_bwd(residuals, cotangents):
 
 
 batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
