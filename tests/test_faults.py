@@ -291,7 +291,7 @@ def test_workdir_of_another_run_is_refused_by_name(kills, tmp_path, override, na
   c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY, **override)
   with pytest.raises(checkpointing.CheckpointError) as e:
     trainer.train_and_evaluate(c, str(wd))
-  assert f'{named}: checkpoint has' in str(e.value), str(e.value)
+  assert f'{named}: ' in str(e.value) and ' -> ' in str(e.value), str(e.value)
   assert {s: os.path.getmtime(wd / 'checkpoints' / s)
           for s in os.listdir(wd / 'checkpoints')} == before
 

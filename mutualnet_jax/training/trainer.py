@@ -28,6 +28,7 @@ from mutualnet_jax.data import pipeline
 from mutualnet_jax import models
 from mutualnet_jax.training import optim
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.runtime import workdir_lock
 from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training import step_kernels
 
@@ -96,9 +97,16 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   ``stop_after_steps`` ends this call after that many steps without touching the schedule (as a
   preemption would), which tests use to check exact resumption.
   """
-  # --- Set-up: processes, config checks before anything compiles.
+  # --- Set-up: processes, config checks before anything compiles; one run per workdir, which
+  # continues only under the config it was trained with.
   parallel.start(config)
   checks.validate(config, jax.device_count())
+  with workdir_lock.hold(workdir):
+    checkpointing.check_resume_config(workdir, config)
+    return _train(config, workdir, stop_after_steps)
+
+
+def _train(config, workdir: str, stop_after_steps: Optional[int]):
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
@@ -183,11 +191,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
       if preemption.requested:
         break
   finally:
-    manager.wait_until_finished()
-    manager.close()
-    preemption.close()
-    kernels.close()
-    writer.flush()
+    try:
+      checkpointing.finish(manager)   # a failed background save (a full disk) raises here
+    finally:
+      manager.close()
+      preemption.close()
+      kernels.close()
+      writer.flush()
   logging.info('Stopped after step %d; compiled %d subnet kernels.', step + 1,
                len(kernels.compiled))
   return state
