@@ -50,15 +50,13 @@ def test_every_registered_model_builds_at_two_widths(name):
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), x, width=1.0,
                                              train=True)['params'])
   low = model.min_width
+  run = lambda w: jax.eval_shape(lambda p: model.apply(
+      {'params': p}, x, width=w, train=True, mutable=['batch_stats']), params)
   for width in (low, 1.0):
-    out = jax.eval_shape(lambda w=width: model.apply({'params': params}, x, width=w, train=True,
-                                                     mutable=['batch_stats'])[0])
-    assert out.shape == (2, 7), (name, width)
+    assert run(width)[0].shape == (2, 7), (name, width)
   # The lower width really is a smaller network: fewer channels in the BN statistics it writes.
-  stats = lambda w: jax.eval_shape(lambda: model.apply(
-      {'params': params}, x, width=w, train=True, mutable=['batch_stats'])[1])
   size = lambda t: sum(l.size for l in jax.tree.leaves(t))
-  assert size(stats(low)) < size(stats(1.0)), name
+  assert size(run(low)[1]) < size(run(1.0)[1]), name
 
 
 @pytest.mark.parametrize('batch,peak', [(1024, 0.5), (256, 0.125), (96, 0.046875)])
