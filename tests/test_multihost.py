@@ -7,9 +7,9 @@ every device holds the same rows in both runs and per-device BN statistics agree
 Issue 18: a preemption signal that reaches one process only stops both at the same step.
 """
 
-import json
 import signal
 import socket
+import time
 import subprocess
 import sys
 import os
@@ -27,8 +27,10 @@ from mutualnet_jax.data import pipeline
 from mutualnet_jax.training import trainer
 workdir = sys.argv[1]
 sigterm = [int(x) for x in sys.argv[2:4]] if len(sys.argv) > 2 else None  # process, step
+sig = getattr(signal, sys.argv[4]) if len(sys.argv) > 4 else signal.SIGTERM
 STEPS = 6
-c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=2)
+c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=2,
+                       heartbeat_timeout_s=int(os.environ.get('HEARTBEAT_TIMEOUT_S', 100)))
 rng = np.random.default_rng(0)
 B = c.global_batch_size
 images = rng.normal(size=(STEPS, B, 16, 16, 3)).astype(np.float32)
@@ -41,7 +43,7 @@ def same_global_batches(config, start_step=0, **unused):
   started.append(start_step)
   for step in range(start_step, STEPS):
     if sigterm and sigterm == [i, step]:
-      os.kill(os.getpid(), signal.SIGTERM)   # a preemption notice to this host only
+      os.kill(os.getpid(), sig)   # a preemption notice (or a hard kill) to this host only
     x = images[step, rows]
     yield {'label': labels[step, rows], 'image_16': x, 'image_8': x[:, ::2, ::2]}
 
@@ -81,10 +83,10 @@ def _with_argv(code, *argv):
   return f'import sys; sys.argv = {["x", *map(str, argv)]!r}\n' + code
 
 
-def _two_processes(code, *argv, timeout=600):
+def _two_processes(code, *argv, **env_vars):
   """Start ``code`` as processes 0 and 1 of one run (2 CPU devices each)."""
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS=common.xla_flags(2),
+  env = dict(os.environ, **env_vars, XLA_FLAGS=common.xla_flags(2),
              PYTHONPATH=os.pathsep.join([os.path.join(common.REPO, 'tests'),
                                          os.environ.get('PYTHONPATH', '')]),
              JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2')
@@ -144,4 +146,30 @@ def test_preemption_of_one_process_stops_both_at_the_same_step_and_resumes(tmp_p
   resumed = _finish(_two_processes(WORKER, tmp_path / 'wd'))
   for o in resumed:
     assert o['started'] == stop and o['step'] == 6
+    _assert_same_leaves(o, single)
+
+
+HEARTBEAT_S = 10
+
+
+def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_resume(
+    tmp_path, single):
+  """Process 1 is SIGKILLed as it fetches batch 5; process 0 must exit non-zero, saying so,
+  within the heartbeat timeout (plus a margin for a loaded machine), not hang."""
+  wd = tmp_path / 'wd'
+  procs = _two_processes(WORKER, wd, 1, 5, 'SIGKILL', HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S))
+  procs[1].wait(timeout=600)
+  lost_at = time.monotonic()
+  assert procs[1].returncode == -signal.SIGKILL
+  _, err = procs[0].communicate(timeout=HEARTBEAT_S + 120)
+  waited = time.monotonic() - lost_at
+  assert procs[0].returncode != 0, err[-3000:]
+  assert 'stopped sending heartbeats' in err or 'heartbeat timeout' in err, err[-3000:]
+  assert waited < HEARTBEAT_S + 60, waited
+  complete = sorted(int(d) for d in os.listdir(wd / 'checkpoints') if d.isdigit())
+  print(f'process 0 exited {waited:.1f} s after process 1 was killed (rc {procs[0].returncode}); '
+        f'complete checkpoints: {complete}')
+  resumed = _finish(_two_processes(WORKER, wd))
+  for o in resumed:
+    assert o['started'] == (complete[-1] if complete else 0) and o['step'] == 6, (o, complete)
     _assert_same_leaves(o, single)

@@ -81,4 +81,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.coordinator_address = ''
   c.num_processes = 0
   c.process_id = -1
+  c.heartbeat_timeout_s = 100   # a process silent this long is lost: the others exit non-zero
   return c

@@ -42,7 +42,7 @@ SAFE_FIELDS = (
     'checkpoint_every_steps', 'keep_checkpoints', 'compilation_cache_dir', 'precompile_grid',
     'tune_cpu_runtime', 'calib_images', 'calib_batch_size', 'eval_batch_size', 'eval_width_step',
     'latency_batch_sizes', 'latency_repeats', 'coordinator_address', 'num_processes',
-    'process_id', 'accept_config_changes')
+    'process_id', 'heartbeat_timeout_s', 'accept_config_changes')
 
 
 class CheckpointError(RuntimeError):
