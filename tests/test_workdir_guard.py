@@ -216,3 +216,26 @@ def test_full_disk_stops_training_and_a_restart_resumes_bit_exactly(ref, tmp_pat
   assert _resumed_from(caplog) == 2 and int(state.step) == STEPS
   for a, b in zip(_leaves(state), ref[1]):
     np.testing.assert_array_equal(a, b)
+
+
+# --- Transfer learning from a trained workdir (not only a missing path).
+
+
+def test_init_checkpoint_takes_every_parameter_but_a_skipped_classifier(ref, tmp_path):
+  from mutualnet_jax import models  # pylint: disable=g-import-not-at-top
+  c = _config(init_checkpoint=str(ref[0]), seed=1)
+  fresh = step_kernels.init_params(models.from_config(c), c)
+  trained, _, step = checkpointing.restore_params(str(ref[0]))
+  assert step == STEPS
+  for skip in (True, False):
+    c.init_skip_classifier = skip
+    merged = trainer.load_pretrained(fresh, c)
+    for name in merged:
+      want = fresh[name] if (skip and name == 'classifier') else trained[name]
+      for a, b in zip(jax.tree.leaves(merged[name]), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(fresh['classifier']),
+                                                        jax.tree.leaves(trained['classifier'])))
+  wide = _config(init_checkpoint=str(ref[0]), width_upper=2.0, width_step=0.5)
+  with pytest.raises(checkpointing.CheckpointError, match='does not match'):
+    trainer.load_pretrained(step_kernels.init_params(models.from_config(wide), wide), wide)
