@@ -98,6 +98,30 @@ def test_cache_round_trip_and_staleness(tmp_path):
   assert calibration.load_stats(str(tmp_path / 'none.npz')) is None
 
 
+@pytest.mark.parametrize('damage', ['garbage', 'truncated', 'empty'])
+def test_corrupt_cache_entry_is_recalibrated_with_a_warning(setup, tmp_path, caplog, damage):
+  model, params, batches = setup
+  mesh = parallel.create_mesh()
+  tag = {'step': 3}
+  path = calibration.stats_path(str(tmp_path), WIDTH, RES)
+  good = calibration.cached_calibration(str(tmp_path), model, params, WIDTH, RES, mesh, tag=tag,
+                                        batches_fn=lambda: batches)
+  data = open(path, 'rb').read()
+  damaged = {'garbage': b'not an npz file at all', 'truncated': data[:len(data) // 2],
+             'empty': b''}[damage]
+  open(path, 'wb').write(damaged)
+  calls = []
+  with caplog.at_level('WARNING'):
+    again = calibration.cached_calibration(
+        str(tmp_path), model, params, WIDTH, RES, mesh, tag=tag,
+        batches_fn=lambda: calls.append(1) or batches)
+  assert calls == [1], 'a corrupt entry must be recalibrated'
+  assert any('Cannot read' in m and 'recalibrating' in m for m in caplog.messages), caplog.messages
+  np.testing.assert_allclose(again['stem']['bn']['var'], good['stem']['bn']['var'], rtol=1e-6)
+  assert open(path, 'rb').read() != damaged   # rewritten: the next evaluation reads it
+  assert calibration.load_stats(path, tag) is not None
+
+
 _TWO_DEVICES = r'''
 import json, sys
 import numpy as np

@@ -59,6 +59,49 @@ def test_calibrated_stats_change_eval_and_missing_stats_fail():
     model.apply({'params': params, 'batch_stats': calibrated}, x, width=1.0, train=False)
 
 
+def test_eval_mode_batch_norm_matches_numpy():
+  """The stem's BN at inference: (x - mean) / sqrt(var + eps) * scale + bias, with given stats."""
+  model, params, batches = tc.tiny_setup()
+  rng = np.random.default_rng(3)
+  x = batches[1][calibration.image_key(tc.RES)]
+  stats = calibration.calibrate_bn(model, params, tc.WIDTH, tc.RES, batches[:1],
+                                   jax.make_mesh((1,), ('data',)))
+  c = models.channels(16, tc.WIDTH)
+  stem = {'mean': rng.normal(size=c).astype(np.float32),
+          'var': rng.uniform(0.5, 3.0, size=c).astype(np.float32)}
+  stats['stem']['bn'] = stem
+  params = jax.tree.map(np.array, params)
+  params['stem']['bn']['scale'] = rng.uniform(0.5, 2, params['stem']['bn']['scale'].shape)
+  params['stem']['bn']['bias'] = rng.normal(size=params['stem']['bn']['bias'].shape)
+  _, inter = model.apply({'params': params, 'batch_stats': stats}, x, width=tc.WIDTH,
+                         train=False, capture_intermediates=True, mutable=['intermediates'])
+  got = np.asarray(inter['intermediates']['stem']['bn']['__call__'][0])
+  y = tc.stem_conv_numpy(params, x, tc.WIDTH)
+  bn = params['stem']['bn']
+  want = (y - stem['mean']) / np.sqrt(stem['var'] + 1e-5) * bn['scale'][:c] + bn['bias'][:c]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_top1_top5_and_padding_counts_match_numpy():
+  """Every example counted once, padding rows (mask 0) never; labels at rank 1, 2..5 and 6+."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 40, 10)).astype(np.float32)
+  order = np.argsort(-logits, axis=-1)
+  ranks = rng.integers(0, 10, size=(3, 40))          # the rank each label will have
+  labels = np.take_along_axis(order, ranks[..., None], -1)[..., 0].astype(np.int32)
+  mask = np.ones((3, 40), np.float32)
+  mask[2, 25:] = 0                                   # the last batch is padded
+  labels[2, 25:] = order[2, 25:, 0]                  # padding that would count as correct
+  totals = np.zeros(3)
+  for b in range(3):
+    totals += np.asarray(evaluator._counts(logits[b], labels[b], mask[b]))  # pylint: disable=protected-access
+  real = mask > 0
+  assert totals[2] == real.sum() == 105
+  assert totals[0] == ((ranks == 0) & real).sum()
+  assert totals[1] == ((ranks < 5) & real).sum()
+  assert totals[0] < totals[1] < totals[2]
+
+
 def test_evaluate_grid_end_to_end(tmp_path, monkeypatch):
   config = tiny_config()
   model = models.from_config(config)
@@ -83,6 +126,11 @@ def test_evaluate_grid_end_to_end(tmp_path, monkeypatch):
   monkeypatch.setattr(calibration, 'calibrate_bn', lambda *a, **k: pytest.fail('recalibrated'))
   again = evaluator.evaluate_grid(config, str(tmp_path), widths=(1.0,), resolutions=(16,))
   assert again[0]['top1'] == rows[2]['top1']
+  # No latency batch sizes: nothing is timed.
+  monkeypatch.setattr(evaluator, 'measure_latency', lambda *a, **k: pytest.fail('timed'))
+  quiet = evaluator.evaluate_grid(tiny_config(latency_batch_sizes=()), str(tmp_path),
+                                  widths=(1.0,), resolutions=(16,))
+  assert 'latency_ms' not in quiet[0] and 'throughput_img_s' not in quiet[0]
 
 
 def test_converted_torch_checkpoint_evaluates(tmp_path):

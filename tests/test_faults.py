@@ -44,7 +44,7 @@ real_restore, real_save = checkpointing.restore_latest, checkpointing.save
 real_batches = pipeline.device_batches
 
 
-def child(workdir, events, kill_after_save, kill_at_step):
+def child(workdir, events, kill_after_save, kill_at_step, step_time):
   """Train in workdir, logging events; SIGKILL itself at the requested point."""
   log = open(events, 'a', buffering=1)
   note = lambda **e: log.write(json.dumps(e) + '\n')
@@ -74,6 +74,7 @@ def child(workdir, events, kill_after_save, kill_at_step):
         note(event='kill', step=step, listing=listing(seen['manager']))
         os.kill(os.getpid(), signal.SIGKILL)
       note(event='batch', step=step)
+      time.sleep(step_time)   # the random kill: slow enough that it lands before the end
       yield batch
 
   checkpointing.restore_latest, checkpointing.save = restore_latest, save
@@ -92,13 +93,14 @@ def events_of(path):
 
 
 def run(name, workdir, kill_after_save=-1, kill_at_step=-1, random_kill=None):
+  step_time = 0.0 if random_kill is None else 0.6   # 4 steps left: >= 2.4 s > the 1.5 s delay
   events = os.path.join(root, name + '.jsonl')
   sys.stdout.flush(); sys.stderr.flush()
   pid = os.fork()
   if pid == 0:
     code = 0
     try:
-      child(workdir, events, kill_after_save, kill_at_step)
+      child(workdir, events, kill_after_save, kill_at_step, step_time)
     except BaseException:
       traceback.print_exc()
       code = 1
@@ -189,10 +191,10 @@ def test_hard_kills_resume_from_newest_complete_checkpoint_with_identical_params
   final = r['final']
   lost, resumed = _lost_steps(k3, final)
   complete = _steps(k3['after'])
-  if k3['killed']:
-    assert resumed == (max(complete) if complete else 0)
-    asked = [e['step'] for e in k3['events'] if e['event'] == 'save']
-    assert resumed >= (max(asked) if asked else 6) - EVERY
+  assert k3['killed'], 'the random kill must land before the run ends'
+  assert resumed == (max(complete) if complete else 0)
+  asked = [e['step'] for e in k3['events'] if e['event'] == 'save']
+  assert resumed >= (max(asked) if asked else 6) - EVERY
   assert resumed >= 6, 'a kill must never send a run back past its resume point'
   assert final['events'][-1] == {'event': 'done', 'step': STEPS}
   # Leftover temporary directories did not break resuming; the end state is bit-identical.
@@ -291,7 +293,7 @@ def test_workdir_of_another_run_is_refused_by_name(kills, tmp_path, override, na
   c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY, **override)
   with pytest.raises(checkpointing.CheckpointError) as e:
     trainer.train_and_evaluate(c, str(wd))
-  assert f'{named}: checkpoint has' in str(e.value), str(e.value)
+  assert f'{named}: ' in str(e.value) and ' -> ' in str(e.value), str(e.value)
   assert {s: os.path.getmtime(wd / 'checkpoints' / s)
           for s in os.listdir(wd / 'checkpoints')} == before
 

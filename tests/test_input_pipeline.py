@@ -37,7 +37,9 @@ def folder(tmp_path_factory):
       for i in range(n):
         fmt = 'PNG' if (c, i) == ('dog', 0) else 'JPEG'
         _write(root / split / c / f'{i}.{fmt.lower()}', rng, fmt)
-  (root / 'train' / 'cat' / 'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+  # A truncated JPEG: its header reads, its data does not (skipped when decoded, not before).
+  whole = (root / 'train' / 'cat' / '0.jpeg').read_bytes()
+  (root / 'train' / 'cat' / 'corrupt.jpg').write_bytes(whole[:len(whole) // 2])
   return str(root)
 
 
@@ -198,7 +200,7 @@ def test_clear_errors(tmp_path, folder):
   (empty / 'train' / 'cls' / 'notes.txt').write_text('x')
   (empty / 'validation').mkdir()
   problems = ip.validate_data_config(_folder_config(str(empty)))
-  assert any('has no images' in p for p in problems), problems
+  assert any("train' has no usable image" in p for p in problems), problems
   assert any('no class folders' in p for p in problems), problems
   assert ip.validate_data_config(_folder_config(folder)) == []
   assert ip.validate_data_config(_folder_config(folder, resolutions=(16, 32)))

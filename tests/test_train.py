@@ -183,6 +183,11 @@ from mutualnet_jax.data import pipeline
 from mutualnet_jax.training import trainer
 workdir, sigterm_at = sys.argv[1], int(sys.argv[2])
 c = common.tiny_config(num_train_steps=6)
+real_create, started = pipeline.create_train_dataset, []
+def create(config, start_step=0, **kwargs):
+  started.append(start_step)   # where this run starts: 0, or the step it resumed from
+  return real_create(config, start_step=start_step, **kwargs)
+trainer.pipeline.create_train_dataset = create
 if sigterm_at >= 0:
   real = pipeline.device_batches
   def interrupted(*args, **kwargs):
@@ -193,7 +198,7 @@ if sigterm_at >= 0:
   trainer.pipeline.device_batches = interrupted
 state = trainer.train_and_evaluate(c, workdir)
 leaves = jax.tree.leaves(jax.device_get(state.params))
-print(json.dumps({'step': int(state.step), 'checksum': [float(np.sum(np.abs(l))) for l in leaves],
+print(json.dumps({'step': int(state.step), 'started': started, 'checksum': [float(np.sum(np.abs(l))) for l in leaves],
                   'first': np.asarray(leaves[0]).ravel()[:8].tolist()}))
 '''
 
@@ -205,11 +210,12 @@ def _resume_run(workdir, sigterm_at):
 
 def test_sigterm_saves_and_resume_matches_uninterrupted_run(tmp_path):
   uninterrupted = _resume_run(tmp_path / 'a', -1)
-  assert uninterrupted['step'] == 6
+  assert uninterrupted['step'] == 6 and uninterrupted['started'] == [0]
   stopped = _resume_run(tmp_path / 'b', 3)
   assert stopped['step'] == 4, 'SIGTERM during step 3 saves after that step and exits'
   assert sorted(os.listdir(tmp_path / 'b' / 'checkpoints'))[-1] == '4'
   resumed = _resume_run(tmp_path / 'b', -1)
+  assert resumed['started'] == [4], 'the second run must continue from the saved step'
   assert resumed['step'] == 6
   assert resumed['first'] == uninterrupted['first']
   assert resumed['checksum'] == uninterrupted['checksum']

@@ -43,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.shuffle_buffer = 16_384
   c.prefetch_batches = 2
   c.digits_image_size = 32     # dataset='digits': 8x8 digits upscaled to this many pixels
+  c.max_image_pixels = 89_478_485   # image_folder: larger images are skipped (PIL's bomb limit)
 
   # Optimisation (reference: SGD, Nesterov 0.9, lr 0.5 per 1024 images, cosine, wd 1e-4).
   c.global_batch_size = 1024
@@ -54,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.weight_decay = 1e-4
   c.warmup_epochs = 0.0
   c.seed = 0
+  # A resume refuses a changed training field (checkpointing.TRAINED_FIELDS) unless named here,
+  # comma-separated (e.g. 'num_epochs,base_lr'): for the rare deliberate change of recipe.
+  c.accept_config_changes = ''
 
   # Transfer learning: start from this checkpoint (a workdir or a step directory).
   c.init_checkpoint = ''
@@ -91,4 +95,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.coordinator_address = ''
   c.num_processes = 0
   c.process_id = -1
+  c.heartbeat_timeout_s = 100   # a process silent this long is lost: the others exit non-zero
   return c

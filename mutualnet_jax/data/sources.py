@@ -5,15 +5,19 @@ A source hands out a split, or one host's contiguous share of it, as a dataset o
 later, so that skipping (resume) and shuffling touch only the encoded bytes.
 """
 
+import collections
+import concurrent.futures
 import functools
 import io
 import os
+import types
+
+from absl import logging
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-_IMAGE_EXTS = ('.jpg', '.jpeg', '.png')  # what tfds.folder_dataset.ImageFolder reads
 _DIGITS_TEST = 300
 
 
@@ -110,50 +114,170 @@ class TfdsSource(Source):
     return ds, sizes
 
 
-def folder_problems(root: str, splits) -> list[str]:
-  """Problems of a root/split/class/image tree: missing, empty, or a class without images."""
+# What the pipeline decodes (tf.io.decode_image / decode_and_crop_jpeg), as PIL names formats.
+DECODABLE_FORMATS = ('JPEG', 'PNG', 'GIF', 'BMP', 'WEBP')
+_SHOW_SKIPPED = 5     # skipped files named in full in the log; the rest counted by reason
+
+
+def split_names(spec: str) -> list[str]:
+  """The split folders a TFDS split spec reads: 'train[:10%]+val' -> ['train', 'val']."""
+  return [part.split('[')[0].strip() for part in spec.split('+')]
+
+
+def _classes(split_dir: str) -> list[str]:
+  return sorted(c.rstrip('/') for c in tf.io.gfile.listdir(split_dir)
+                if tf.io.gfile.isdir(os.path.join(split_dir, c.rstrip('/'))))
+
+
+def _class_union(root: str) -> tuple:
+  """Class names over every split folder of root, sorted: label i is the i-th."""
+  splits = [d.rstrip('/') for d in tf.io.gfile.listdir(root)
+            if tf.io.gfile.isdir(os.path.join(root, d.rstrip('/')))]
+  return tuple(sorted({c for s in splits for c in _classes(os.path.join(root, s))}))
+
+
+def folder_problems(root: str, splits, max_pixels: int = 89_478_485) -> list[str]:
+  """Problems of a root/split/class/image tree, all at once: missing root, split or class
+  folders, bad split specs, and splits or class folders where no file is a usable image."""
   if not root:
     return ['config.image_folder is empty but config.dataset="image_folder".']
   if not tf.io.gfile.isdir(root):
     return [f'Image folder {root!r} does not exist.']
-  problems = []
-  for split in splits:
-    split_dir = os.path.join(root, split)
-    if not tf.io.gfile.isdir(split_dir):
-      problems.append(f'Image folder {root!r} has no split folder {split!r}.')
+  problems, classes = [], None
+  for spec in dict.fromkeys(splits):
+    try:
+      tfds.core.ReadInstruction.from_spec(spec)
+    except ValueError as e:
+      problems.append(f'Split {spec!r}: {e}')
       continue
-    classes = sorted(c for c in tf.io.gfile.listdir(split_dir)
-                     if tf.io.gfile.isdir(os.path.join(split_dir, c.rstrip('/'))))
-    if not classes:
-      problems.append(f'Image folder split {split_dir!r} has no class folders (no images).')
-    for c in classes:
-      c = c.rstrip('/')
-      files = tf.io.gfile.listdir(os.path.join(split_dir, c))
-      if not any(f.lower().endswith(_IMAGE_EXTS) for f in files):
-        problems.append(f'Class folder {os.path.join(split_dir, c)!r} has no images '
-                        f'({"/".join(_IMAGE_EXTS)}).')
+    for split in split_names(spec):
+      split_dir = os.path.join(root, split)
+      if not tf.io.gfile.isdir(split_dir):
+        problems.append(f'Image folder {root!r} has no split folder {split!r}.')
+        continue
+      if not _classes(split_dir):
+        problems.append(f'Image folder split {split_dir!r} has no class folders (no images).')
+        continue
+      classes = classes or _class_union(root)
+      _, labels, skipped = scan_split(split_dir, classes, int(max_pixels))
+      if not labels:
+        problems.append(f'Image folder split {split_dir!r} has no usable image '
+                        f'({len(skipped)} file(s) skipped; see the log for why).')
+        continue
+      for i in sorted(set(range(len(classes))) - set(labels)):
+        if tf.io.gfile.isdir(os.path.join(split_dir, classes[i])):
+          problems.append(f'Class folder {os.path.join(split_dir, classes[i])!r} has no '
+                          'usable image.')
   return problems
 
 
-class FolderSource(Source):
-  """root/split/class/image through tfds.folder_dataset.ImageFolder (transfer learning)."""
+def check_image(path: str, max_pixels: int):
+  """None if the pipeline can decode the file at ``path`` as an image, else why not.
 
-  def __init__(self, root, splits):
-    problems = folder_problems(root, splits)
+  Reads the header only (PIL): empty files, non-images, formats TensorFlow cannot decode and
+  images above ``max_pixels`` are caught before training; a file whose header is fine but whose
+  data is truncated is still skipped (and counted) when decoded.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      head = f.read(1 << 20)
+  except (OSError, tf.errors.OpError) as e:
+    return f'unreadable ({type(e).__name__})'
+  if not head:
+    return 'empty file'
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(head)) as image:
+        fmt, (w, h) = image.format, image.size
+  except Image.DecompressionBombError as e:   # PIL's own limit, twice max_image_pixels' default
+    return f'too large ({e})'
+  except Exception:  # pylint: disable=broad-except
+    return 'not an image'
+  if fmt not in DECODABLE_FORMATS:
+    return f'unsupported format {fmt}'
+  if w * h > max_pixels:
+    return f'too large ({w}x{h} pixels, max_image_pixels={max_pixels})'
+  return None
+
+
+def _log_skipped(where: str, skipped, total: int) -> None:
+  if not skipped:
+    return
+  lines = [f'{path}: {reason}' for path, reason in skipped[:_SHOW_SKIPPED]]
+  rest = collections.Counter(reason.split(' (')[0] for _, reason in skipped[_SHOW_SKIPPED:])
+  if rest:
+    lines.append(f'and {sum(rest.values())} more: ' +
+                 ', '.join(f'{r}: {n}' for r, n in sorted(rest.items())))
+  logging.warning('Image folder %s: skipping %d of %d files that cannot be used:\n  %s', where,
+                  len(skipped), total, '\n  '.join(lines))
+
+
+@functools.lru_cache(maxsize=16)
+def scan_split(split_dir: str, classes: tuple, max_pixels: int):
+  """(usable files, their labels, [(skipped file, reason)]) of one split folder, sorted.
+
+  Every file of every class folder is looked at (in parallel: reading headers is I/O bound);
+  the skipped ones are logged once per process, the first few by name and reason.
+  """
+  candidates = []
+  for label, c in enumerate(classes):
+    class_dir = os.path.join(split_dir, c)
+    if tf.io.gfile.isdir(class_dir):
+      candidates += [(os.path.join(class_dir, f), label) for f in sorted(
+          tf.io.gfile.listdir(class_dir)) if not f.endswith('/')]
+  with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    reasons = list(pool.map(lambda pl: check_image(pl[0], max_pixels), candidates))
+  usable = [pl for pl, r in zip(candidates, reasons) if r is None]
+  skipped = [(pl[0], r) for pl, r in zip(candidates, reasons) if r is not None]
+  _log_skipped(split_dir, skipped, len(candidates))
+  return [p for p, _ in usable], [l for _, l in usable], skipped
+
+
+class FolderSource(Source):
+  """root/split/class/image: JPEG, PNG, GIF, BMP, WEBP in any colour mode, decoded as RGB.
+
+  Labels are the class folder names of all splits, sorted (as tfds's ImageFolder numbers them).
+  Splits take TFDS's slicing syntax ('val[:1000]', 'train[:90%]+val'). Files that cannot be
+  used are skipped before training, named in the log with the reason.
+  """
+
+  def __init__(self, root, splits, max_pixels=89_478_485):
+    problems = folder_problems(root, splits, max_pixels)
     if problems:
       raise DataConfigError('\n'.join(problems))
-    self.builder = tfds.folder_dataset.ImageFolder(root)
-    self.num_classes = self.builder.info.features['label'].num_classes
+    self.root, self.max_pixels = root, int(max_pixels)
+    self.splits = sorted(d.rstrip('/') for d in tf.io.gfile.listdir(root)
+                         if tf.io.gfile.isdir(os.path.join(root, d.rstrip('/'))))
+    self.classes = _class_union(root)
+    self.num_classes = len(self.classes)
+
+  def _scan(self, split):
+    return scan_split(os.path.join(self.root, split), self.classes, self.max_pixels)
+
+  def files(self, spec: str):
+    """(paths, labels) of a split spec, slicing applied to the usable files."""
+    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+        {s: types.SimpleNamespace(num_examples=len(self._scan(s)[0]))
+         for s in set(split_names(spec)) & set(self.splits)})
+    paths, labels = [], []
+    for ins in instructions:
+      p, l, _ = self._scan(ins.splitname)
+      paths += p[ins.from_:ins.to]
+      labels += l[ins.from_:ins.to]
+    return paths, labels
 
   def num_examples(self, split):
-    return int(self.builder.info.splits[split].num_examples)
+    return len(self.files(split)[0])
 
   def read(self, split, start, end):
-    # ImageFolder has no sub-split API; its map only reads files, so skip/take stays cheap.
-    ds = self.builder.as_dataset(
-        split=split, shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()})
-    ds = ds.map(functools.partial(_select, image_key='image', label_key='label'))
-    return ds.skip(start).take(end - start)
+    paths, labels = self.files(split)
+    ds = tf.data.Dataset.from_tensor_slices(
+        {'path': tf.constant(paths[start:end], tf.string),
+         'label': tf.constant(labels[start:end], tf.int32)})
+    return ds.map(lambda ex: {'image': tf.io.read_file(ex['path']), 'label': ex['label']})
 
 
 @functools.lru_cache(maxsize=4)
@@ -206,7 +330,8 @@ def open_source(config) -> Source:
   if config.dataset == 'digits':
     return DigitsSource(config.get('digits_image_size', 32))
   if config.dataset == 'image_folder':
-    return FolderSource(config.image_folder, (config.train_split, config.eval_split))
+    return FolderSource(config.image_folder, (config.train_split, config.eval_split),
+                        config.get('max_image_pixels', 89_478_485))
   if not config.dataset:
     raise DataConfigError('config.dataset is empty.')
   return TfdsSource(config.dataset, data_dir=config.data_dir or None)
@@ -232,7 +357,7 @@ def validate_data_config(config) -> list[str]:
     source = open_source(config)
   except DataConfigError as e:
     return problems + str(e).split('\n')
-  if isinstance(source, (TfdsSource, FolderSource)):
+  if isinstance(source, TfdsSource):
     known = list(source.builder.info.splits.keys())
     for split in (config.train_split, config.eval_split):
       base = split.split('[')[0]

@@ -147,8 +147,9 @@ def load_stats(path: str, tag: Optional[Dict] = None) -> Optional[Dict]:
         logging.info('%s is stale (saved, wanted: %s): recalibrating.', path, stale)
         return None
       flat = {k[len('stats/'):]: z[k] for k in z.files if k.startswith('stats/')}
-  except (OSError, ValueError, KeyError) as e:
-    logging.warning('Cannot read %s (%s): recalibrating.', path, e)
+  except Exception as e:  # pylint: disable=broad-except
+    # Truncated or overwritten files fail in many ways (zipfile.BadZipFile, EOFError, ...).
+    logging.warning('Cannot read %s (%s: %s): recalibrating.', path, type(e).__name__, e)
     return None
   return _unflatten(flat)
 

@@ -168,7 +168,7 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
            'calib_images': n_calib, 'step': int(step)}
     if cache_eval:
       row.update(accuracy(model, variables, w, r, eval_batches()))
-    if 1 in lat_sizes or not lat_sizes:
+    if 1 in lat_sizes:   # latency_batch_sizes=() measures nothing
       row['latency_ms'] = 1e3 * measure_latency(model, variables, w, r, 1, repeats)
     if thr_batch:
       t = measure_latency(model, variables, w, r, thr_batch, repeats)

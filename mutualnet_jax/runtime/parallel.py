@@ -31,9 +31,14 @@ def initialize_distributed(config) -> None:
   ``process_id``) or the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
   ``JAX_PROCESS_ID``); on a multi-host TPU slice JAX finds everything itself. CPU processes
   exchange collectives with gloo.
+
+  A lost host: the coordination service stops every other process (non-zero exit, a message
+  naming the task that stopped sending heartbeats) once it has been silent for
+  ``heartbeat_timeout_s`` seconds, instead of leaving them waiting in a collective or barrier.
   """
   if jax.distributed.is_initialized():
     return
+  heartbeat = int(config.get('heartbeat_timeout_s', 100))
   address = config.get('coordinator_address', '') or os.environ.get('JAX_COORDINATOR_ADDRESS', '')
   if address:
     num = int(config.get('num_processes', 0) or os.environ.get('JAX_NUM_PROCESSES', 0))
@@ -44,9 +49,10 @@ def initialize_distributed(config) -> None:
       raise ValueError('a coordinator address needs num_processes and process_id (config or '
                        'JAX_NUM_PROCESSES / JAX_PROCESS_ID)')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(address, num_processes=num, process_id=pid)
+    jax.distributed.initialize(address, num_processes=num, process_id=pid,
+                               heartbeat_timeout_seconds=heartbeat)
   elif len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1:
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
   logging.info('process %d of %d; %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())

@@ -1,16 +1,19 @@
 """Orbax checkpoints of a run: save every N steps and at the end, resume from the newest good one.
 
 Each checkpoint holds two items: ``state`` (the train state, or ``{'params': ...}`` for an
-imported PyTorch checkpoint) and ``meta`` (JSON: model name, classes, width range), so a workdir
-that belongs to another model or width range is refused by name instead of being silently
-overwritten. Saves are asynchronous; orbax writes into a temporary directory and renames it
+imported PyTorch checkpoint) and ``meta`` (JSON: model name, classes, width range, and every
+config field that changes what is trained), so a workdir that belongs to another run is refused
+by name instead of being silently overwritten or continued under another recipe. Saves are asynchronous; orbax writes into a temporary directory and renames it
 when complete, so a process killed mid-save never leaves a checkpoint that looks finished.
 Restoring walks back from the newest step when one cannot be read (truncated or deleted files).
 """
 
+import errno
+import json
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -22,15 +25,125 @@ from mutualnet_jax.runtime import parallel
 
 META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
 
+# Config fields that change what a run trains: a resume with any of them changed is refused
+# (unless accepted by name in ``config.accept_config_changes``). Every other field of
+# config/defaults.py is in SAFE_FIELDS (or an old name in ALIAS_FIELDS); a test keeps the lists
+# covering every field, so a new field has to be classified. Paths (data_dir, image_folder) are
+# safe: data may move.
+TRAINED_FIELDS = (
+    'method', 'num_random_widths', 'independent_width', 'independent_resolution',
+    'model', 'num_classes', 'width_lower', 'width_upper', 'width_step', 'resolutions', 'sync_bn',
+    'dataset', 'train_split', 'crop_scale', 'color_jitter', 'flip', 'shuffle_buffer',
+    'digits_image_size', 'max_image_pixels',
+    'global_batch_size', 'num_epochs', 'num_train_steps', 'base_lr', 'momentum', 'nesterov',
+    'weight_decay', 'warmup_epochs', 'seed')
+SAFE_FIELDS = (
+    'xla_cpu', 'data_dir', 'image_folder', 'eval_split', 'eval_resize_ratio',
+    'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',
+    'checkpoint_every_steps', 'keep_checkpoints', 'compilation_cache_dir', 'precompile_grid',
+    'calib_images', 'calib_batch_size', 'eval_batch_size', 'eval_cache_gb', 'eval_width_step',
+    'latency_batch_sizes', 'latency_repeats', 'coordinator_address', 'num_processes',
+    'process_id', 'heartbeat_timeout_s', 'accept_config_changes')
+# Old names of fields above (config/defaults.py links them): checked through the new name.
+ALIAS_FIELDS = ('mode', 'depthwise_impl', 'tune_cpu_runtime')
+
 
 class CheckpointError(RuntimeError):
   pass
 
 
+class ConfigChangedError(CheckpointError):
+  """A workdir's checkpoints were trained under other values of fields that matter."""
+
+  def __init__(self, message: str, changes: List[str]):
+    self.changes = changes
+    super().__init__(message)
+
+
+def _jsonable(value):
+  """A config value as JSON gives it back (tuples -> lists), so saved and new values compare."""
+  return json.loads(json.dumps(value.to_dict() if hasattr(value, 'to_dict') else value))
+
+
+def trained_config(config) -> Dict[str, Any]:
+  return {k: _jsonable(config.get(k)) for k in TRAINED_FIELDS if k in config}
+
+
 def run_metadata(config) -> Dict[str, Any]:
   return {'model': config.model, 'num_classes': int(config.num_classes),
           'max_width': float(config.width_upper), 'width_lower': float(config.width_lower),
-          'width_upper': float(config.width_upper)}
+          'width_upper': float(config.width_upper), 'config': trained_config(config)}
+
+
+def config_changes(found: Dict[str, Any], config) -> Tuple[List[str], List[str]]:
+  """(changes as 'field: old -> new', fields the checkpoint did not record) against config."""
+  saved = found.get('config')
+  if saved is None:
+    return [], list(trained_config(config))
+  changes, unknown = [], []
+  for k, new in trained_config(config).items():
+    if k not in saved:
+      unknown.append(k)
+    elif saved[k] != new:
+      changes.append(f'{k}: {saved[k]!r} -> {new!r}')
+  return changes, unknown
+
+
+def _accepted(config) -> List[str]:
+  value = config.get('accept_config_changes', '') or ''
+  names = value.split(',') if isinstance(value, str) else list(value)
+  return [n.strip() for n in names if n.strip()]
+
+
+def newest_meta(manager: ocp.CheckpointManager) -> Optional[Tuple[int, Dict[str, Any]]]:
+  """(step, meta) of the newest checkpoint whose metadata can be read; None if there is none."""
+  for step in sorted(manager.all_steps(read=True), reverse=True):
+    try:
+      return step, manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    except Exception:  # pylint: disable=broad-except
+      continue   # restore_latest reports unreadable checkpoints
+  return None
+
+
+def check_resume_config(workdir: str, config) -> Optional[Dict[str, Any]]:
+  """Refuse to continue a workdir under changed training fields, before anything compiles.
+
+  Every difference is named (old -> new). Fields listed in ``config.accept_config_changes``
+  (comma-separated) are accepted with a warning saying what the run keeps from the checkpoint.
+  Checkpoints from before this check recorded the config resume with a warning. Returns the
+  newest checkpoint's metadata (None for a fresh workdir).
+  """
+  if not files.Path(checkpoint_dir(workdir)).is_dir():
+    return None
+  manager = create_manager(workdir, read_only=True)
+  try:
+    found = newest_meta(manager)
+  finally:
+    manager.close()
+  if found is None:
+    return None
+  step, meta = found
+  check_compatible(meta, run_metadata(config), workdir)
+  changes, unknown = config_changes(meta, config)
+  if unknown:
+    logging.warning('Checkpoint %d of %s does not record %s (written before the config was '
+                    'recorded): cannot check that they are unchanged; resuming.', step, workdir,
+                    ', '.join(unknown))
+  accepted = _accepted(config)
+  refused = [c for c in changes if c.split(':')[0] not in accepted]
+  if refused:
+    raise ConfigChangedError(
+        f'{workdir} was trained (up to step {step}) with another config; changed:\n  ' +
+        '\n  '.join(refused) + '\nUse another --workdir, set init_checkpoint to start a new '
+        'run from it, or, if the change is deliberate, accept it with '
+        f'--config.accept_config_changes={",".join(c.split(":")[0] for c in refused)}',
+        refused)
+  if changes:
+    logging.warning('CONFIG CHANGED ON RESUME (accepted by accept_config_changes): %s. Kept '
+                    'from checkpoint %d of %s: parameters, optimiser state and step; the new '
+                    'values apply from step %d on.', '; '.join(changes), step, workdir, step)
+  return meta
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -61,15 +174,65 @@ def abstract_state_on_this_host(manager: ocp.CheckpointManager, step: int):
                       metadata)
 
 
+def _no_space(e: BaseException) -> bool:
+  """Whether an exception (or one it was raised from) reports a full disk or quota."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if getattr(e, 'errno', None) in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    text = str(e)
+    if 'No space left on device' in text or 'ENOSPC' in text or 'Disk quota exceeded' in text:
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def _save_failed(manager, step: Optional[int], e: BaseException) -> CheckpointError:
+  manager.reload()
+  good = manager.all_steps(read=True)   # finished ones only: orbax renames when complete
+  newest = max(good) if good else None
+  cause = ('no space left on device' if _no_space(e) else f'{type(e).__name__}: {e}')
+  which = f'of step {step} ' if step is not None else ''
+  return CheckpointError(
+      f'saving the checkpoint {which}to {manager.directory} failed: {cause}. Training '
+      'stopped. The newest complete checkpoint is ' +
+      (f'step {newest}' if newest is not None else 'none') +
+      '; free space (or fix the cause) and restart to resume from it.')
+
+
+_pending = weakref.WeakKeyDictionary()   # manager -> step of its save in flight
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, meta: Dict[str, Any],
          force: bool = False) -> bool:
-  return manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+  """Start saving ``step``; a failed save (a full disk) is a :class:`CheckpointError` naming it.
+
+  Saves are asynchronous: a background write that failed is reported here, at the next save
+  (before anything else is written), or by :func:`finish`.
+  """
+  finish(manager)
+  try:
+    started = manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(manager, step, e) from e
+  _pending[manager] = step
+  return started
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+  """Wait for the save in flight; its failure is a :class:`CheckpointError` naming the step."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(manager, _pending.pop(manager, None), e) from e
+  _pending.pop(manager, None)
 
 
 def check_compatible(found: Dict[str, Any], expected: Dict[str, Any], where: str) -> None:
   """An error naming every field in which a workdir's checkpoint differs from this run."""
-  diffs = [f'{k}: checkpoint has {found.get(k)!r}, this run has {expected[k]!r}'
+  diffs = [f'{k}: {found.get(k)!r} -> {expected[k]!r}'
            for k in META_KEYS if k in expected and k in found and found[k] != expected[k]]
   if diffs:
     raise CheckpointError(

@@ -29,6 +29,7 @@ from mutualnet_jax.data import pipeline
 from mutualnet_jax import models
 from mutualnet_jax.training import optim
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.runtime import workdir_lock
 from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training import step_kernels
 
@@ -63,13 +64,31 @@ def steps_for(config, num_train_examples: int):
 
 
 class _Preemption:
-  """SIGTERM (TPU preemption or ``launch/tpu.py stop``) asks the loop to save and exit."""
+  """SIGTERM (TPU preemption or ``launch/tpu.py stop``) asks the loop to save and exit.
+
+  On several processes the signal may reach one host only; JAX's preemption service (started by
+  ``jax.distributed.initialize``, which catches SIGTERM itself) tells the others, and all agree
+  on one step (the highest any has reached, plus one), so every host saves the same step.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    self._agreed = (jax.process_count() > 1 and
+                    distributed.global_state.preemption_sync_manager is not None)
+    if not self._agreed and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def after_step(self, step: int) -> bool:
+    """Whether to save and stop after ``step``; every process must call it at every step."""
+    if self._agreed and not self.requested:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      if multihost_utils.reached_preemption_sync_point(step):
+        logging.warning('Preemption: all %d processes stop after step %d.', jax.process_count(),
+                        step)
+        self.requested = True
+    return self.requested
 
   def _handle(self, signum, frame):
     del signum, frame
@@ -97,9 +116,16 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   ``stop_after_steps`` ends this call after that many steps without touching the schedule (as a
   preemption would), which tests use to check exact resumption.
   """
-  # --- Set-up: processes, config checks before anything compiles.
+  # --- Set-up: processes, config checks before anything compiles; one run per workdir, which
+  # continues only under the config it was trained with.
   parallel.start(config)
   checks.validate(config, jax.device_count())
+  with workdir_lock.hold(workdir):
+    checkpointing.check_resume_config(workdir, config)
+    return _train(config, workdir, stop_after_steps)
+
+
+def _train(config, workdir: str, stop_after_steps: Optional[int]):
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
@@ -165,7 +191,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
           parallel.wait_for_all_processes(f'kernels_ready_{step}')
         state, metrics = run(state, batch, subnets)
       report(step + 1)
-      done = step + 1 == end_step or preemption.requested
+      done = preemption.after_step(step + 1) or step + 1 == end_step
       if (step + 1) % config.log_every_steps == 0 or done:
         check_finite(state, config)
         losses = np.asarray(jax.device_get(metrics['losses']))
@@ -184,11 +210,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
       if preemption.requested:
         break
   finally:
-    manager.wait_until_finished()
-    manager.close()
-    preemption.close()
-    kernels.close()
-    writer.flush()
+    try:
+      checkpointing.finish(manager)   # a failed background save (a full disk) raises here
+    finally:
+      manager.close()
+      preemption.close()
+      kernels.close()
+      writer.flush()
   logging.info('Stopped after step %d; compiled %d subnet kernels.', step + 1,
                len(kernels.compiled))
   return state

@@ -1,0 +1,155 @@
+"""Messy image folders (issue 18): every decodable image trains as RGB, the rest is named.
+
+Real folders hold grayscale, CMYK and palette images, RGBA PNGs, GIFs, BMPs, huge images, empty
+and non-image files. What can be decoded is used; what cannot is skipped before training, each
+file named with its reason in the log; a split where nothing is usable is an error.
+"""
+
+import io
+import logging
+import os
+import struct
+import zlib
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest
+from PIL import Image
+
+from mutualnet_jax.config import checks
+from mutualnet_jax.config import defaults
+from mutualnet_jax.data import pipeline as ip
+from mutualnet_jax.data import sources
+
+RES = (16, 8)
+
+
+def _huge_png(width, height):
+  """A PNG whose header declares width x height (its data is a stub: never decoded)."""
+  chunk = lambda kind, data: (struct.pack('>I', len(data)) + kind + data +
+                              struct.pack('>I', zlib.crc32(kind + data)))
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0,
+                                                            0, 0)) +
+          chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + chunk(b'IEND', b''))
+
+
+def _encode(image, fmt, **kw):
+  buf = io.BytesIO()
+  image.save(buf, format=fmt, **kw)
+  return buf.getvalue()
+
+
+# name -> (bytes maker, usable): a zoo of what real class folders contain.
+def _zoo(rng):
+  rgb = lambda h=24, w=20: Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+  frames = [rgb().convert('P'), rgb().convert('P')]
+  anim = io.BytesIO()
+  frames[0].save(anim, format='GIF', save_all=True, append_images=frames[1:])
+  return {
+      'rgb.jpg': (_encode(rgb(), 'JPEG'), True),
+      'gray.jpg': (_encode(rgb().convert('L'), 'JPEG'), True),
+      'cmyk.jpg': (_encode(rgb().convert('CMYK'), 'JPEG'), True),
+      'palette.png': (_encode(rgb().convert('P'), 'PNG'), True),
+      'gray.png': (_encode(rgb().convert('L'), 'PNG'), True),
+      'rgba.png': (_encode(rgb().convert('RGBA'), 'PNG'), True),
+      'animated.gif': (anim.getvalue(), True),
+      'image.bmp': (_encode(rgb(), 'BMP'), True),
+      'big.jpg': (_encode(rgb(1200, 1600), 'JPEG', quality=30), True),
+      'wrong_extension.png': (_encode(rgb(), 'JPEG'), True),
+      'empty.jpg': (b'', False),
+      'notes.txt': (b'collected from the web, 2019\n', False),
+      '.DS_Store': (b'\x00\x00\x00\x01Bud1' + bytes(64), False),
+      'scan.tiff': (_encode(rgb(), 'TIFF'), False),
+      'huge.png': (_huge_png(100_000, 100_000), False),
+      'large.png': (_huge_png(5000, 4000), False),   # over max_image_pixels in _config
+  }
+
+
+@pytest.fixture(scope='module')
+def messy(tmp_path_factory):
+  """train/{a,b}: the zoo in each class; val/{a,b}: 3 usable + junk each; a junk-only folder."""
+  root = tmp_path_factory.mktemp('messy')
+  rng = np.random.default_rng(0)
+  usable = {}
+  for split in ('train', 'val'):
+    for c in ('a', 'b'):
+      os.makedirs(root / split / c)
+      zoo = _zoo(rng)
+      if split == 'val':
+        zoo = {k: v for i, (k, v) in enumerate(zoo.items()) if i < 3 or not v[1]}
+      for name, (data, ok) in zoo.items():
+        (root / split / c / name).write_bytes(data)
+      usable[split] = usable.get(split, 0) + sum(ok for _, ok in zoo.values())
+  return root, usable
+
+
+def _config(root, **kw):
+  c = defaults.get_config()
+  c.update(dict(dataset='image_folder', image_folder=str(root), train_split='train',
+                eval_split='val', resolutions=RES, global_batch_size=4, eval_batch_size=4,
+                shuffle_buffer=64, prefetch_batches=1, num_classes=2, calib_images=4,
+                calib_batch_size=4, max_image_pixels=10_000_000))
+  c.update(kw)
+  return c
+
+
+def test_every_decodable_image_trains_as_rgb_and_the_rest_is_named(messy, caplog):
+  root, usable = messy
+  sources.scan_split.cache_clear()
+  with caplog.at_level(logging.WARNING):
+    source = sources.open_source(_config(root))
+    assert source.num_examples('train') == usable['train'] == 20
+  paths, labels = source.files('train')
+  assert sorted(os.path.basename(p) for p in paths) == sorted(
+      [k for k, (_, ok) in _zoo(np.random.default_rng(0)).items() if ok] * 2)
+  assert labels == [0] * 10 + [1] * 10
+  log = '\n'.join(caplog.messages)
+  # The first few in full (file and reason), the rest counted by reason.
+  assert 'skipping 12 of 32 files' in log, log
+  named = [l.strip() for l in log.splitlines() if l.strip().startswith(str(root / 'train'))]
+  assert len(named) == 5, named
+  reasons = {'empty.jpg': 'empty file', 'notes.txt': 'not an image', '.DS_Store': 'not an image',
+             'scan.tiff': 'unsupported format TIFF',
+             'huge.png': 'too large (Image size (10000000000 pixels) exceeds limit',
+             'large.png': 'too large (5000x4000 pixels, max_image_pixels=10000000)'}
+  for line in named:
+    name = os.path.basename(line.split(': ')[0])
+    assert reasons[name] in line, line
+  assert 'and 7 more: ' in log and 'empty file: ' in log, log
+
+  # One epoch in one batch: every usable image decodes (nothing skipped while decoding).
+  before = ip.skipped_images()
+  batch = next(ip.create_train_dataset(_config(root, global_batch_size=20)).as_numpy_iterator())
+  assert ip.skipped_images() == before
+  assert batch[ip.image_key(16)].shape == (20, 16, 16, 3)
+  assert sorted(batch['label'].tolist()) == [0] * 10 + [1] * 10
+  assert np.isfinite(batch[ip.image_key(16)]).all()
+
+
+def test_evaluation_counts_each_usable_image_once(messy):
+  root, usable = messy
+  batches = list(ip.create_eval_dataset(_config(root)).as_numpy_iterator())
+  assert sum(float(b['mask'].sum()) for b in batches) == usable['val'] == 6
+  # Split slicing as in TFDS: the first 4 usable images, and a percentage of them.
+  for spec, n in (('val[:4]', 4), ('val[50%:]', 3), ('val[:2]+train[-1:]', 3)):
+    batches = list(ip.create_eval_dataset(_config(root, eval_split=spec)).as_numpy_iterator())
+    assert sum(float(b['mask'].sum()) for b in batches) == n, spec
+  assert ip.validate_data_config(_config(root, eval_split='val[:4]')) == []
+  problems = ip.validate_data_config(_config(root, eval_split='val[abc]'))
+  assert any("'val[abc]'" in p for p in problems), problems
+
+
+def test_a_folder_with_nothing_usable_is_an_error_before_training(messy, tmp_path):
+  root = tmp_path / 'junk'
+  for split in ('train', 'val'):
+    for c in ('a', 'b'):
+      os.makedirs(root / split / c)
+      (root / split / c / 'empty.jpg').write_bytes(b'')
+      (root / split / c / 'readme.txt').write_bytes(b'hello')
+  (root / 'val' / 'a' / 'ok.png').write_bytes(_encode(Image.new('RGB', (9, 9)), 'PNG'))
+  with pytest.raises(checks.ConfigError) as e:
+    checks.validate(_config(root), device_count=1)
+  problems = '\n'.join(e.value.problems)
+  assert 'train' in problems and 'has no usable image (4 file(s) skipped' in problems, problems
+  assert f"{root / 'val' / 'b'}' has no usable image" in problems, problems
