@@ -7,7 +7,11 @@ import os
 from typing import List, Optional
 
 from mutualnet_jax import models
-from mutualnet_jax.training import mutualnet
+from mutualnet_jax.training import mutualnet, optim
+
+# config.augment values (mutualnet_jax.data.preprocess.AUGMENTS, named here so that checking a
+# config does not import TensorFlow).
+AUGMENTS = ('inception_crop', 'cifar')
 
 
 class ConfigError(ValueError):
@@ -43,6 +47,12 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
       p.append(f'independent_width: {config.independent_width} outside (0, {hi}]')
     if config.independent_resolution <= 0:
       p.append(f'independent_resolution: {config.independent_resolution} must be positive')
+  augment = config.get('augment', 'inception_crop')
+  if augment not in AUGMENTS:
+    p.append(f'augment: unknown {augment!r}; known: {", ".join(AUGMENTS)}')
+  decay_on = config.get('weight_decay_on', 'kernels')
+  if decay_on not in optim.WEIGHT_DECAY_ON:
+    p.append(f'weight_decay_on: unknown {decay_on!r}; known: {", ".join(optim.WEIGHT_DECAY_ON)}')
   if config.num_classes <= 0:
     p.append(f'num_classes: {config.num_classes} must be positive')
   if config.global_batch_size <= 0:

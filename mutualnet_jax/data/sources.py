@@ -226,6 +226,11 @@ def validate_data_config(config) -> list[str]:
   if config.global_batch_size % jax.process_count():
     problems.append(f'global_batch_size {config.global_batch_size} is not divisible by the '
                     f'{jax.process_count()} processes.')
+  from mutualnet_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  augment = config.get('augment', 'inception_crop')
+  if augment not in preprocess.AUGMENTS:
+    problems.append(f'config.augment must be one of {sorted(preprocess.AUGMENTS)}, got '
+                    f'{augment!r}.')
   if not 0 < config.eval_resize_ratio <= 1:
     problems.append(f'eval_resize_ratio must be in (0, 1], got {config.eval_resize_ratio}.')
   try:
