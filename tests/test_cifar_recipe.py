@@ -1,6 +1,7 @@
 """The published CIFAR recipe (utils/datasets.py get_cifar, train.py get_optimizer) and the
 single-network booster's configs: mock data only, nothing downloaded."""
 
+import gzip
 import importlib.util
 import io
 import itertools
@@ -161,6 +162,7 @@ def test_default_recipe_unchanged():
   c = defaults.get_config()
   assert c.augment == 'inception_crop' and c.weight_decay_on == 'kernels'
   assert preprocess.AUGMENTS['inception_crop'] == (preprocess.MEAN_RGB, preprocess.STDDEV_RGB)
+  assert set(checks.AUGMENTS) == set(preprocess.AUGMENTS)   # named twice (checks avoids TF)
   c.augment = 'autoaugment'
   c.weight_decay_on = 'bn'
   problems = checks.config_problems(c)
@@ -230,3 +232,39 @@ def test_booster_configs_load_and_validate(name):
     assert (c.augment, c.weight_decay, c.weight_decay_on) == ('cifar', 5e-4, 'all')
   if mode == 'independent':
     assert (c.independent_width, c.independent_resolution) == (1.0, res[0])
+
+
+def _idx(path, array):
+  header = bytes([0, 0, 8, array.ndim]) + b''.join(d.to_bytes(4, 'big') for d in array.shape)
+  with gzip.open(path, 'wb') as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_folder_pads_to_32_and_feeds_the_cifar_recipe(tmp_path):
+  from mutualnet_jax.data import idx_folder  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  raw = {}
+  for prefix, n in (('train', 8), ('t10k', 4)):
+    raw[prefix] = (rng.integers(1, 256, (n, 28, 28)), np.arange(n) % 2)
+    _idx(tmp_path / f'{prefix}-images-idx3-ubyte.gz', raw[prefix][0])
+    _idx(tmp_path / f'{prefix}-labels-idx1-ubyte.gz', raw[prefix][1])
+  out = tmp_path / 'folder'
+  assert idx_folder.main([str(tmp_path), str(out)]) == 0
+  image = np.asarray(Image.open(out / 'test' / '1' / '00003.png'))
+  assert image.shape == (32, 32, 3) and (image[..., 0] == image[..., 2]).all()
+  np.testing.assert_array_equal(image[2:30, 2:30, 0], raw['t10k'][0][3])
+  assert image[:2].max() == 0 and image[:, 30:].max() == 0   # zero border of 2 pixels
+  c = _config(str(out))
+  assert ip.dataset_info(c) == (8, 4, 2)
+  _check_resolutions(next(ip.create_train_dataset(c).as_numpy_iterator()))
+  (tmp_path / 'bad').mkdir()
+  (tmp_path / 'bad' / 'train-images-idx3-ubyte.gz').write_bytes(gzip.compress(b'\x00\x00\x0d'))
+  assert idx_folder.main([str(tmp_path / 'bad'), str(tmp_path / 'o2')]) == 1
+
+
+def test_cpu_booster_config_loads():
+  c = _load('wrn10_2_fashion_booster').get_config()
+  checks.validate(c, data=False)
+  assert (c.model, c.augment, c.weight_decay_on, c.num_classes) == (
+      'wideresnet10_2', 'cifar', 'all', 10)
+  assert optim.learning_rate_schedule(c, 600, 937)(0) == pytest.approx(0.05)   # 0.1 per 128

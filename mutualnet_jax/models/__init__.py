@@ -27,9 +27,10 @@ REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     'mobilenet_v1_tiny': functools.partial(MobileNetV1, min_width=0.25, blocks=TINY_BLOCKS,
                                            stem_channels=16, stem_stride=1),
     # MutualNet's single-network booster on CIFAR (published: WRN-28-10, widths [0.9, 1.0]);
-    # WRN-16-4 is the same module, small enough for CPU runs.
+    # WRN-16-4 and WRN-10-2 are the same module, small enough for CPU runs.
     'wideresnet28_10': functools.partial(WideResNet, min_width=0.25, depth=28, widen_factor=10),
     'wideresnet16_4': functools.partial(WideResNet, min_width=0.25, depth=16, widen_factor=4),
+    'wideresnet10_2': functools.partial(WideResNet, min_width=0.25, depth=10, widen_factor=2),
 }
 
 
