@@ -1,4 +1,4 @@
-"""MNIST-format (idx) image sets -> a ``split/class/image.png`` folder for ``dataset='image_folder'``.
+"""MNIST-format (idx) image sets -> a split/class/image.png folder for dataset="image_folder".
 
   python -m mutualnet_jax.data.idx_folder SRC_DIR OUT_DIR [--size 32]
 
