@@ -244,6 +244,14 @@ def test_small_wrn_variant_and_depth_check():
   assert p['classifier']['kernel'].shape == (256, 10)
   with pytest.raises(ValueError, match='6n \\+ 4'):
     flops.count(models.create('wideresnet28_10', depth=12), 1.0, 32)
+  # Optional dropout (0 in the published config) needs its PRNG key in training.
+  drop = models.create('wideresnet16_4', num_classes=10, dropout_rate=0.3)
+  x = jnp.zeros((2, 32, 32, 3))
+  with pytest.raises(ValueError, match="'dropout' PRNG key"):
+    jax.eval_shape(lambda: drop.init(jax.random.PRNGKey(0), x, width=1.0, train=True))
+  keys = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
+  out = jax.eval_shape(lambda: drop.init_with_output(keys, x, width=0.9, train=True)[0])
+  assert out.shape == (2, 10)
 
 
 def test_cli_booster_models(capsys):
