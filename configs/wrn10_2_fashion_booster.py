@@ -4,15 +4,18 @@
   python -m mutualnet_jax.data.idx_folder /usr/share/datasets/fashion-mnist /tmp/fashion32
   python -m mutualnet_jax.main --config=configs/wrn10_2_fashion_booster.py --workdir=DIR \
       --config.image_folder=/tmp/fashion32
-  # the plain baseline: add --config.mode=independent --config.width_lower=1.0 \
-  #     --config.resolutions=32,   (the full network alone at 32 px, same steps and recipe)
+  # the plain baseline: the full network alone at 32 px, same steps and recipe
+  python -m mutualnet_jax.main --config=configs/wrn10_2_fashion_booster.py --workdir=DIR2 \
+      --config.image_folder=/tmp/fashion32 --config.mode=independent \
+      --config.width_lower=1.0 --config.resolutions='(32,)'
 
 Fashion-MNIST's 28-pixel images zero-padded to 32 (grey replicated to RGB), the published CIFAR
 recipe (reflect-pad 4, random crop, flip, weight decay 5e-4 on every parameter, Nesterov,
-cosine) at batch 64 with lr 0.05 (0.1 per 128 images), 600 steps (0.64 epoch). Compare the
-full network's top-1 on the 10,000 test images, MutualNet against the plain baseline. Not yet
-run to the end: on the shared 2-core development machine the 13 MutualNet programs took
-minutes to compile and 3 steps took 6 minutes (README, "Results").
+cosine) at batch 64 with lr 0.05 (0.1 per 128 images), 180 steps (11,520 images, 0.19 epoch:
+what fits 10 minutes on the shared 2-core development machine). Full network 1.0-32, top-1 on
+the 10,000 test images after BN calibration on 2,048 training images, measured with
+``evaluator.evaluate_grid(config, workdir, widths=(1.0,), resolutions=(32,))`` (README, "Results"):
+MutualNet 68.7%, plain 71.7%. The run is far too short to show the booster's effect.
 """
 
 import importlib.util
@@ -32,7 +35,7 @@ def get_config():
   c.num_classes = 10
   c.global_batch_size = 64
   c.base_lr = 0.1 * 1024 / 128   # lr 0.1 per 128 images, as the published WRN recipe
-  c.num_train_steps = 600
+  c.num_train_steps = 180
   c.independent_width, c.independent_resolution = 1.0, 32
   c.shuffle_buffer = 60_000
   c.log_every_steps = 50

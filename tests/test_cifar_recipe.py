@@ -267,4 +267,4 @@ def test_cpu_booster_config_loads():
   checks.validate(c, data=False)
   assert (c.model, c.augment, c.weight_decay_on, c.num_classes) == (
       'wideresnet10_2', 'cifar', 'all', 10)
-  assert optim.learning_rate_schedule(c, 600, 937)(0) == pytest.approx(0.05)   # 0.1 per 128
+  assert optim.learning_rate_schedule(c, 180, 937)(0) == pytest.approx(0.05)   # 0.1 per 128
