@@ -11,7 +11,7 @@ from mutualnet_jax.config import defaults
 
 def get_config():
   c = defaults.get_config()
-  c.mode = 'independent'
+  c.method = 'independent'
   c.independent_width = 1.0
   c.independent_resolution = 224
   c.width_lower = 1.0

@@ -11,5 +11,5 @@ from mutualnet_jax.config import defaults
 
 def get_config():
   c = defaults.get_config()
-  c.mode = 'usnet'
+  c.method = 'usnet'
   return c

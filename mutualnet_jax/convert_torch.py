@@ -5,6 +5,9 @@ The conversion itself is :mod:`mutualnet_jax.interop.convert_torch`.
   python -m mutualnet_jax.convert_torch --checkpoint FILE.pt --model mobilenet_v1 \
       --workdir DIR [--num-classes N] [--max-width 1.0]
 
+Models: mobilenet_v1, mobilenet_v2, resnet50, wideresnet28_10 (the published layouts), and
+wideresnet16_4 (the published WRN layout at depth 16, widen 4).
+
 Writes an orbax checkpoint to ``DIR/checkpoints`` (step 0).
 """
 
@@ -23,7 +26,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(prog='python -m mutualnet_jax.convert_torch',
                               description=__doc__.split('\n')[0])
   p.add_argument('--checkpoint', required=True, help='published PyTorch .pt/.pth file')
-  p.add_argument('--model', required=True, choices=('mobilenet_v1', 'mobilenet_v2'))
+  p.add_argument('--model', required=True, choices=(
+      'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'wideresnet28_10', 'wideresnet16_4'))
   p.add_argument('--workdir', required=True, help='writes WORKDIR/checkpoints (orbax, step 0)')
   p.add_argument('--num-classes', type=int, default=None,
                  help='default: the checkpoint classifier\'s output size')

@@ -231,3 +231,142 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
   bad.write_bytes(data[: len(data) // 2])
   with pytest.raises(convert_torch.ConversionError, match='truncated.pt'):
     convert_torch.load_state_dict(str(bad))
+
+
+# The single-network booster's networks. tests/data/state_dict_<name>.txt: every key and shape
+# of the published layout (published models/wideresnet.py, models/resnet.py under DataParallel,
+# training widths [0.9, 1.0]; WRN-28-10 with 100 classes), written from the torch twins and
+# checked once against the published modules themselves (same keys, order and shapes).
+BOOSTER = {'wideresnet28_10': 100, 'resnet50': 1000}
+# Cheaper networks of the same modules for the 3 widths x 4 resolutions grid: WRN-10-2 (one
+# block per group) and a ResNet with (2, 1, 1, 1) bottlenecks (stem, ratio-0.25 first block,
+# an identity block, three projections); the full networks are checked at one subnet each.
+SMALL = {'wideresnet28_10': ({'depth': 10, 'widen_factor': 2}, {'depth': 10, 'widen_factor': 2},
+                             (32, 28, 24, 20)),
+         'resnet50': ({'blocks': (2, 1, 1, 1)},
+                      {'stages': ((64, 2, 1), (128, 1, 2), (256, 1, 2), (512, 1, 2))},
+                      (224, 192, 160, 128))}
+
+
+@pytest.mark.parametrize('name', sorted(BOOSTER))
+def test_booster_torch_twin_has_published_layout(name):
+  with torch.device('meta'):
+    net = tm.create(name, num_classes=BOOSTER[name])
+  assert [(k, tuple(v.shape)) for k, v in tm.published_state_dict(net).items()] == \
+      published_layout(name)
+
+
+@pytest.mark.parametrize('name', sorted(BOOSTER))
+def test_booster_layout_maps_every_published_parameter(name):
+  mapping, bn_prefixes = convert_torch.layout(name, BOOSTER[name])
+  keys = {k[len('module.'):]: s for k, s in published_layout(name)}
+  params = {k: s for k, s in keys.items() if not k.endswith(convert_torch.STAT_SUFFIXES)}
+  assert {k: shape for k, (_, shape) in mapping.items()} == params
+  stats = {k.rsplit('.bn.', 1)[0] for k in keys if '.bn.' in k}
+  assert stats == set(bn_prefixes)
+
+
+_BOOSTER_CACHE = {}
+
+
+def booster_setup(name, small):
+  """(torch net, published state_dict, converted params, jitted Flax forward), built once."""
+  if (name, small) not in _BOOSTER_CACHE:
+    torch_kw, flax_kw, _ = SMALL[name] if small else ({}, {}, None)
+    torch.manual_seed(7)
+    net = tm.randomize_bn(tm.create(name, num_classes=10, **torch_kw), seed=8)
+    sd = tm.published_state_dict(net)
+    params = jax.tree.map(jnp.asarray, convert_torch.convert(sd, name, **flax_kw)['params'])
+    model = models.create(name, num_classes=10, layer_forms='native', **flax_kw)
+    fwd = jax.jit(lambda p, x, w: model.apply({'params': p}, x, width=w, train=True,
+                                              mutable=['batch_stats'])[0], static_argnums=2)
+    _BOOSTER_CACHE[(name, small)] = net, sd, params, fwd
+  return _BOOSTER_CACHE[(name, small)]
+
+
+def booster_logits(name, small, width, res):
+  net, _, params, fwd = booster_setup(name, small)
+  x = np.random.RandomState(res).randn(2, 3, res, res).astype(np.float32)
+  with torch.no_grad():
+    expected = net(torch.from_numpy(x), width).numpy()
+  return expected, np.asarray(fwd(params, jnp.asarray(x.transpose(0, 2, 3, 1)), width))
+
+
+BOOSTER_GRID = [(n, w, r) for n in sorted(SMALL) for r in SMALL[n][2] for w in (1.0, 0.95, 0.9)]
+
+
+@pytest.mark.parametrize('name,width,res', BOOSTER_GRID)
+def test_booster_converted_logits_match_torch(name, width, res):
+  expected, got = booster_logits(name, True, width, res)
+  assert got.shape == (2, 10)
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('name,width,res', [('wideresnet28_10', 0.95, 32),
+                                            ('resnet50', 0.95, 128)])
+def test_booster_full_network_logits_match_torch(name, width, res):
+  expected, got = booster_logits(name, False, width, res)
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_booster_wrong_shape_names_key_and_both_shapes():
+  sd = dict(booster_setup('resnet50', False)[1])
+  # A bottleneck middle sliced by another rule: 64 * 1.0 is allocated either way, so give the
+  # 3x3 conv a shape only a different architecture would have.
+  sd['module.features.2.body.3.weight'] = torch.zeros(72, 72, 3, 3)
+  with pytest.raises(convert_torch.ConversionError) as e:
+    convert_torch.convert(sd, 'resnet50')
+  msg = str(e.value)
+  assert ('key module.features.2.body.3.weight: checkpoint shape (72, 72, 3, 3) does not match '
+          'the expected shape (64, 64, 3, 3)') in msg
+  sd = dict(booster_setup('wideresnet28_10', True)[1])
+  sd['module.block2.layer.0.convShortcut.weight'] = torch.zeros(64, 32, 3, 3)
+  with pytest.raises(convert_torch.ConversionError,
+                     match=r'block2\.layer\.0\.convShortcut\.weight: checkpoint shape '
+                           r'\(64, 32, 3, 3\).*\(64, 32, 1, 1\)'):
+    convert_torch.convert(sd, 'wideresnet28_10', depth=10, widen_factor=2)
+
+
+def test_booster_other_depth_or_network_refused():
+  wrn10 = booster_setup('wideresnet28_10', True)[1]
+  with pytest.raises(convert_torch.ConversionError) as e:   # WRN-10-2 weights for WRN-28-10
+    convert_torch.convert(wrn10, 'wideresnet28_10')
+  msg = str(e.value)
+  assert 'does not fit wideresnet28_10' in msg
+  assert '54 missing, 22 mis-shaped, 0 unexpected keys' in msg   # 9 blocks more; widen 10
+  assert 'missing key module.block3.layer.1.conv1.weight (expected shape (640, 640, 3, 3))' \
+      in msg
+  assert ('key module.block1.layer.0.conv1.weight: checkpoint shape (32, 16, 3, 3) does not '
+          'match the expected shape (160, 16, 3, 3)') in msg
+  assert 'key module.conv1.weight' not in msg   # the stem fits: only real mismatches listed
+  with pytest.raises(convert_torch.ConversionError, match='missing key module.classifier.0'):
+    convert_torch.convert(wrn10, 'resnet50')
+  with pytest.raises(convert_torch.ConversionError, match='no published PyTorch layout'):
+    convert_torch.convert(wrn10, 'vgg16')
+
+
+def test_booster_cli_converts_wideresnet(tmp_path):
+  import orbax.checkpoint as ocp
+  torch.manual_seed(9)
+  sd = tm.published_state_dict(tm.create('wideresnet28_10', num_classes=10, depth=16,
+                                         widen_factor=4))
+  torch.save({'model': sd, 'last_epoch': 199}, tmp_path / 'wrn.pt')
+  # WRN-16-4 weights are not WRN-28-10's: refused by key, nothing written.
+  rc = convert_torch_cli.main(['--checkpoint', str(tmp_path / 'wrn.pt'), '--model',
+                               'wideresnet28_10', '--workdir', str(tmp_path / 'bad')])
+  assert rc == 1 and not (tmp_path / 'bad').exists()
+  assert convert_torch_cli.main(['--checkpoint', str(tmp_path / 'wrn.pt'), '--model',
+                                 'wideresnet16_4', '--workdir', str(tmp_path / 'out')]) == 0
+  mngr = ocp.CheckpointManager(str(tmp_path / 'out' / 'checkpoints'),
+                               item_names=('state', 'meta'))
+  restored = mngr.restore(0, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                     meta=ocp.args.JsonRestore()))
+  mngr.close()
+  assert restored['meta']['model'] == 'wideresnet16_4'
+  expected = convert_torch.convert(sd, 'wideresnet16_4')['params']
+  got = restored['state']['params']
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), b), got, expected))
+  np.testing.assert_array_equal(got['block3']['shortcut']['kernel'],   # group 2's first
+                                sd['module.block2.layer.0.convShortcut.weight'].numpy()
+                                .transpose(2, 3, 1, 0))

@@ -6,6 +6,7 @@ A wrong config on a pod should cost seconds, not a 20-minute compile.
 import os
 from typing import List, Optional
 
+from mutualnet_jax import data
 from mutualnet_jax import models
 from mutualnet_jax.config import defaults
 
@@ -44,6 +45,13 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
       p.append(f'independent_width: {config.independent_width} outside (0, {hi}]')
     if config.independent_resolution <= 0:
       p.append(f'independent_resolution: {config.independent_resolution} must be positive')
+  augment = config.get('augment', 'inception_crop')
+  if augment not in data.AUGMENTS:
+    p.append(f'augment: unknown {augment!r}; known: {", ".join(data.AUGMENTS)}')
+  decay_on = config.get('weight_decay_on', 'kernels')
+  if decay_on not in defaults.WEIGHT_DECAY_ON:
+    p.append(f'weight_decay_on: unknown {decay_on!r}; known: '
+             f'{", ".join(defaults.WEIGHT_DECAY_ON)}')
   if config.num_classes <= 0:
     p.append(f'num_classes: {config.num_classes} must be positive')
   if config.global_batch_size <= 0:

@@ -8,6 +8,8 @@ import ml_collections
 
 # The training methods the paper compares (``config.method``).
 METHODS = ('mutualnet', 'usnet', 'independent')
+# Which parameters weight decay applies to (``config.weight_decay_on``).
+WEIGHT_DECAY_ON = ('kernels', 'all')
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -36,6 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.image_folder = ''          # root of class-per-subfolder images when dataset='image_folder'
   c.train_split = 'train'
   c.eval_split = 'validation'
+  # Recipe: 'inception_crop' (RandomResizedCrop, colour jitter, flip, ImageNet mean/std; eval:
+  # resize and center crop) or 'cifar' (the published CIFAR recipe: reflect-pad 4, random crop,
+  # flip, CIFAR mean/std; eval: the whole image). Lower resolutions are the align-corners
+  # resize of the top-resolution image either way.
+  c.augment = 'inception_crop'
   c.crop_scale = (0.25, 1.0)   # RandomResizedCrop area scale (0.08 for ResNet)
   c.color_jitter = 0.4         # brightness, contrast, saturation
   c.flip = True
@@ -53,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.momentum = 0.9
   c.nesterov = True
   c.weight_decay = 1e-4
+  # Which parameters decay: 'kernels' (dense/pointwise conv and classifier kernels, the
+  # reference's ImageNet parameter groups) or 'all' (every parameter, the reference on CIFAR).
+  c.weight_decay_on = 'kernels'
   c.warmup_epochs = 0.0
   c.seed = 0
   # A resume refuses a changed training field (checkpointing.TRAINED_FIELDS) unless named here,

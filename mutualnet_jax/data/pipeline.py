@@ -122,11 +122,14 @@ def _train_row_fn(config, stream_seed):
   size = config.resolutions[0]
   crop_scale, flip = tuple(config.crop_scale), bool(config.flip)
   jitter = float(config.color_jitter)
+  cifar = _augment(config) == 'cifar'
 
   def row_fn(ex):
     rng = tf.stack([tf.constant(stream_seed, tf.int64), ex['index']])
     seeds = tf.random.experimental.stateless_split(rng, 3)
-    return {'image': preprocess.train_image(ex['image'], seeds[0], size, crop_scale),
+    image = (preprocess.cifar_train_image(ex['image'], seeds[0], size) if cifar else
+             preprocess.train_image(ex['image'], seeds[0], size, crop_scale))
+    return {'image': image,
             'flip': tf.random.stateless_uniform([], seeds[1]) < (0.5 if flip else 0.0),
             'jitter': preprocess.jitter_factors(seeds[2], jitter)}
 
@@ -134,6 +137,15 @@ def _train_row_fn(config, stream_seed):
           'flip': tf.TensorSpec([], tf.bool),
           'jitter': tf.TensorSpec([3], tf.float32)}
   return row_fn, spec
+
+
+def _augment(config) -> str:
+  """config.augment ('inception_crop' when absent, as before the field existed)."""
+  augment = config.get('augment', 'inception_crop')
+  if augment not in preprocess.AUGMENTS:
+    raise DataConfigError(f'config.augment must be one of {sorted(preprocess.AUGMENTS)}, got '
+                          f'{augment!r}.')
+  return augment
 
 
 def _replace_invalid(batch):
@@ -158,12 +170,16 @@ def _train_batches(ds, config, stream_seed, batch_size, with_mask=False):
   resolutions = tuple(config.resolutions)
   row_fn, spec = _train_row_fn(config, stream_seed)
   ds = _decode_batches(ds, row_fn, batch_size, spec)
-  jitter = float(config.color_jitter) > 0
+  augment = _augment(config)
+  # The published CIFAR recipe has no colour jitter.
+  jitter = float(config.color_jitter) > 0 and augment == 'inception_crop'
+  mean, std = preprocess.AUGMENTS[augment]
 
   def post(batch):
     keys = ('image', 'flip', 'jitter', 'label', 'valid')
     batch = _replace_invalid({k: batch[k] for k in keys})
-    images = preprocess.augment_batch_xla(batch['image'], batch['flip'], batch['jitter'], jitter)
+    images = preprocess.augment_batch_xla(batch['image'], batch['flip'], batch['jitter'], jitter,
+                                          mean, std)
     out = preprocess.multi_resolution(images, resolutions)
     out['label'] = batch['label']
     if with_mask:
@@ -239,9 +255,13 @@ def create_eval_dataset(config, *, split=None, batch_size=None, process_index=No
   size = config.resolutions[0]
   ratio = float(config.eval_resize_ratio)
   resolutions = tuple(config.resolutions)
+  if _augment(config) == 'cifar':   # the whole image, as the published CIFAR test loader
+    decode = lambda data: preprocess.cifar_eval_image(data, size)
+  else:
+    decode = lambda data: preprocess.eval_image(data, size, ratio)
 
   def row_fn(ex):  # padding rows are not decoded
-    return {'image': tf.cond(ex['real'], lambda: preprocess.eval_image(ex['image'], size, ratio),
+    return {'image': tf.cond(ex['real'], lambda: decode(ex['image']),
                              lambda: tf.zeros([size, size, 3]))}
 
   real = base.map(lambda ex: dict(ex, real=tf.constant(True)))

@@ -13,6 +13,12 @@ from mutualnet_jax.data import image_key
 
 MEAN_RGB = (0.485, 0.456, 0.406)
 STDDEV_RGB = (0.229, 0.224, 0.225)
+# The published code's CIFAR normalisation (utils/datasets.py get_cifar), in [0, 1] units.
+CIFAR_MEAN_RGB = tuple(v / 255.0 for v in (125.3, 123.0, 113.9))
+CIFAR_STDDEV_RGB = tuple(v / 255.0 for v in (63.0, 62.1, 66.7))
+CIFAR_PAD = 4
+# config.augment: the training/evaluation recipe; each names its normalisation.
+AUGMENTS = {'inception_crop': (MEAN_RGB, STDDEV_RGB), 'cifar': (CIFAR_MEAN_RGB, CIFAR_STDDEV_RGB)}
 _GRAY = (0.299, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 _ATTEMPTS = 10
 
@@ -86,12 +92,12 @@ def color_jitter(images, factors):
   return _blend(x, _grayscale(x), f[..., 2:3])
 
 
-def normalize(image):
-  """[0, 1] RGB -> ImageNet mean/std."""
-  return (image - tf.constant(MEAN_RGB)) / tf.constant(STDDEV_RGB)
+def normalize(image, mean=MEAN_RGB, std=STDDEV_RGB):
+  """[0, 1] RGB -> (image - mean) / std (ImageNet's by default)."""
+  return (image - tf.constant(mean, image.dtype)) / tf.constant(std, image.dtype)
 
 
-def augment_batch(images, flips, factors, jitter=True):
+def augment_batch(images, flips, factors, jitter=True, mean=MEAN_RGB, std=STDDEV_RGB):
   """Pixels in [0, 255] [B, H, W, 3] -> flipped where flips, color-jittered, normalized.
 
   XLA fuses the ~20 elementwise passes into about one: ~6x faster than separate TF ops.
@@ -100,7 +106,7 @@ def augment_batch(images, flips, factors, jitter=True):
   x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
   if jitter:
     x = color_jitter(x, factors)
-  return normalize(x)
+  return normalize(x, mean, std)
 
 
 augment_batch_xla = tf.function(augment_batch, jit_compile=True)
@@ -132,6 +138,41 @@ def eval_image(data, size, resize_ratio=0.875):
   image = normalize(tf.clip_by_value(image, 0.0, 255.0) / 255.0)
   image.set_shape([size, size, 3])
   return image
+
+
+def _whole_image(data, size):
+  """Encoded image -> float32 [size, size, 3] in [0, 255], not cropped.
+
+  CIFAR images are already ``size`` pixels (the reference asserts it); an image of another size
+  is resized to it (bilinear, antialiased) rather than dropped as undecodable.
+  """
+  image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  image = tf.cast(image, tf.float32)
+  same = tf.reduce_all(tf.equal(tf.shape(image)[:2], size))
+  image = tf.cond(same, lambda: image,
+                  lambda: tf.image.resize(image, (size, size), 'bilinear', antialias=True))
+  image.set_shape([size, size, 3])
+  return image
+
+
+def cifar_train_image(data, seed, size, pad=CIFAR_PAD):
+  """Encoded image -> float32 [size, size, 3] in [0, 255]: the published CIFAR crop.
+
+  Reflect-pad by ``pad`` (mirroring without repeating the edge, like PyTorch's
+  ``F.pad(mode='reflect')``), then a uniformly placed ``size`` x ``size`` crop, as
+  ``RandomCrop(32)``; the flip and the CIFAR normalisation follow on the batch.
+  """
+  image = tf.pad(_whole_image(data, size), [[pad, pad], [pad, pad], [0, 0]], mode='REFLECT')
+  yx = tf.random.stateless_uniform([2], seed, 0, 2 * pad + 1, dtype=tf.int32)
+  image = tf.slice(image, [yx[0], yx[1], 0], [size, size, 3])
+  image.set_shape([size, size, 3])
+  return image
+
+
+def cifar_eval_image(data, size):
+  """Encoded image -> the whole ``size``-pixel image, CIFAR-normalized (no crop, no resize)."""
+  return normalize(_whole_image(data, size) / 255.0, CIFAR_MEAN_RGB, CIFAR_STDDEV_RGB)
 
 
 def multi_resolution(images, resolutions):

@@ -1,15 +1,23 @@
-"""Import a published MutualNet PyTorch checkpoint (MobileNet v1/v2) as Flax parameters.
+"""Import a published MutualNet PyTorch checkpoint as Flax parameters.
 
-The published state_dict (``torch.nn.DataParallel``: ``module.`` prefix) names layers
-``features.0.{0,1}`` (stem conv, BN), ``features.N.body.K`` (block layers), v2's
-``features.18.{0,1}`` (head) and ``classifier.0``. The mapping to this project's parameter tree
-is derived from the Flax model itself, so every expected shape comes from the chosen
-architecture. Conv kernels go OIHW -> HWIO, depthwise (C, 1, k, k) -> (k, k, 1, C), linear
-(out, in) -> (in, out). Running statistics (per-width ``bn.<i>.running_*`` and plain BN ones)
-are dropped: the project recalibrates BN statistics per subnet.
+Supported layouts (published code's module names; ``torch.nn.DataParallel`` adds ``module.``):
 
-The command line is ``python -m mutualnet_jax.convert_torch``. It loads with ``torch.load(..., weights_only=True)`` (a file that needs code execution to
-unpickle is refused) and writes an orbax checkpoint to ``DIR/checkpoints`` (step 0).
+* MobileNet v1/v2: ``features.0.{0,1}`` (stem conv, BN), ``features.N.body.K`` (block layers),
+  v2's ``features.18.{0,1}`` (head) and ``classifier.0``.
+* ResNet-50: ``features.0.{0,1}`` (stem), ``features.N.body.{0,1,3,4,6,7}`` and
+  ``features.N.shortcut.{0,1}`` (bottlenecks 1..16), ``classifier.0``.
+* WideResNet: ``conv1`` (stem), ``blockG.layer.J.{bn1,conv1,bn2,conv2,convShortcut}`` (group G,
+  block J), ``bn1`` (final BN), ``fc``.
+
+The mapping to this project's parameter tree is derived from the Flax model itself, so every
+expected shape comes from the chosen architecture. Conv kernels go OIHW -> HWIO, depthwise
+(C, 1, k, k) -> (k, k, 1, C), linear (out, in) -> (in, out). Running statistics (per-width
+``bn.<i>.running_*`` and plain BN ones) are dropped: the project recalibrates BN statistics per
+subnet.
+
+The command line is ``python -m mutualnet_jax.convert_torch``. It loads with ``torch.load(...,
+weights_only=True)`` (a file that needs code execution to unpickle is refused) and writes an
+orbax checkpoint to ``DIR/checkpoints`` (step 0).
 """
 
 import os
@@ -28,24 +36,44 @@ class ConversionError(ValueError):
   """The state_dict does not fit the chosen architecture (keys or shapes)."""
 
 
-def _flax_param_shapes(model_name: str, num_classes: int, max_width: float) -> Dict[tuple, tuple]:
+def _flax_param_shapes(model_name: str, num_classes: int, max_width: float,
+                       **model_kwargs) -> Dict[tuple, tuple]:
   """Flattened {path: shape} of the Flax model's parameters (abstract: nothing computed)."""
   import jax
   import jax.numpy as jnp
   from flax.traverse_util import flatten_dict
 
   from mutualnet_jax import models
-  model = models.create(model_name, num_classes=num_classes, max_width=max_width)
+  model = models.create(model_name, num_classes=num_classes, max_width=max_width, **model_kwargs)
   x = jnp.zeros((1, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(
       lambda: model.init(jax.random.PRNGKey(0), x, width=max_width, train=True))
   return {k: tuple(v.shape) for k, v in flatten_dict(variables['params']).items()}
 
 
+SUPPORTED = ('mobilenet_v1', 'mobilenet_v2', 'resnet50', 'wideresnet')
+_LEAF = {'kernel': 'weight', 'depthwise_kernel': 'weight', 'scale': 'weight', 'bias': 'bias'}
+
+
+def classifier_key(model_name: str) -> str:
+  """The published key of the classifier's weight (its output size is the class count)."""
+  return 'fc.weight' if model_name.startswith('wideresnet') else 'classifier.0.weight'
+
+
 def _unit_prefixes(model_name: str, units: Sequence[str], block_subunits) -> Dict[tuple, tuple]:
   """{flax unit path: (torch prefix, conv index, bn index)} for every conv+BN unit."""
   out = {('stem',): ('features.0', 0, 1)}
-  if model_name.startswith('mobilenet_v1'):
+  if model_name.startswith('resnet'):
+    for u in units:
+      m = re.fullmatch(r'block(\d+)', u)
+      if not m:
+        continue
+      for s in block_subunits[u]:
+        k = re.fullmatch(r'conv(\d)', s)
+        out[(u, s)] = ((f'features.{m.group(1)}.body', 3 * (int(k.group(1)) - 1),
+                        3 * (int(k.group(1)) - 1) + 1) if k else
+                       (f'features.{m.group(1)}.shortcut', 0, 1))
+  elif model_name.startswith('mobilenet_v1'):
     for u in units:
       m = re.fullmatch(r'block(\d+)_(dw|pw)', u)
       if m:
@@ -63,14 +91,49 @@ def _unit_prefixes(model_name: str, units: Sequence[str], block_subunits) -> Dic
     out[('head',)] = (f'features.{n + 1}', 0, 1)
   else:
     raise ConversionError(f'no published PyTorch layout is known for model {model_name!r}; '
-                          'supported: mobilenet_v1, mobilenet_v2')
+                          f'supported: {", ".join(SUPPORTED)}')
   return out
 
 
-def layout(model_name: str, num_classes: int = 1000,
-           max_width: float = 1.0) -> Tuple[Dict[str, Tuple[tuple, tuple]], Sequence[str]]:
-  """({torch key: (flax path, torch shape)}, BN prefixes whose running stats are dropped)."""
-  shapes = _flax_param_shapes(model_name, num_classes, max_width)
+def _wideresnet_layout(shapes: Mapping[tuple, tuple]):
+  """WideResNet: Flax ``blockI/{bn1,conv1,bn2,conv2,shortcut}`` -> ``blockG.layer.J.*``."""
+  blocks = sorted(int(k[0][len('block'):]) for k in shapes if re.fullmatch(r'block\d+', k[0]))
+  per_group = max(blocks) // 3
+  names = {'bn1': 'bn1', 'conv1': 'conv1', 'bn2': 'bn2', 'conv2': 'conv2',
+           'shortcut': 'convShortcut'}
+  mapping, bn_prefixes = {}, []
+  for path, shape in shapes.items():
+    if path[0] == 'stem':
+      prefix = 'conv1'
+    elif path[0] == 'bn':
+      prefix = 'bn1'
+    elif path[0] == 'classifier':
+      prefix = 'fc'
+    else:
+      i = int(path[0][len('block'):]) - 1
+      prefix = f'block{i // per_group + 1}.layer.{i % per_group}.{names[path[1]]}'
+    if path[-1] == 'scale':
+      bn_prefixes.append(prefix)
+    mapping[f'{prefix}.{_LEAF[path[-1]]}'] = (path, _torch_shape(shape))
+  return mapping, sorted(set(bn_prefixes))
+
+
+def _check_supported(model_name: str) -> None:
+  if not model_name.startswith(SUPPORTED):
+    raise ConversionError(f'no published PyTorch layout is known for model {model_name!r}; '
+                          f'supported: {", ".join(SUPPORTED)}')
+
+
+def layout(model_name: str, num_classes: int = 1000, max_width: float = 1.0,
+           **model_kwargs) -> Tuple[Dict[str, Tuple[tuple, tuple]], Sequence[str]]:
+  """({torch key: (flax path, torch shape)}, BN prefixes whose running stats are dropped).
+
+  ``model_kwargs`` go to ``models.create`` (e.g. ``depth=16, widen_factor=4`` for a WRN).
+  """
+  _check_supported(model_name)
+  shapes = _flax_param_shapes(model_name, num_classes, max_width, **model_kwargs)
+  if model_name.startswith('wideresnet'):
+    return _wideresnet_layout(shapes)
   units = sorted({k[0] for k in shapes})
   subunits = {}
   for k in shapes:
@@ -129,20 +192,24 @@ def _strip(state_dict: Mapping[str, Any]) -> Dict[str, Tuple[str, Any]]:
 
 
 def convert(state_dict: Mapping[str, Any], model_name: str, *, num_classes: Optional[int] = None,
-            max_width: float = 1.0) -> Dict[str, Any]:
+            max_width: float = 1.0, **model_kwargs) -> Dict[str, Any]:
   """Published-layout state_dict -> ``{'params': tree}`` for ``models.create(model_name)``.
+
+  ``model_kwargs`` go to ``models.create`` too (e.g. a WRN's ``depth`` and ``widen_factor``).
 
   ``num_classes`` defaults to the classifier's output size in the checkpoint. Raises
   :class:`ConversionError` naming every missing/unexpected key and every shape mismatch (with
   the checkpoint's and the expected shape).
   """
+  _check_supported(model_name)
   sd = _strip(state_dict)
   if num_classes is None:
-    if 'classifier.0.weight' not in sd:
-      raise ConversionError('missing key module.classifier.0.weight (needed to infer '
-                            'num_classes; or pass num_classes)')
-    num_classes = int(_numpy(sd['classifier.0.weight'][1]).shape[0])
-  mapping, bn_prefixes = layout(model_name, num_classes, max_width)
+    key = classifier_key(model_name)
+    if key not in sd:
+      raise ConversionError(f'missing key module.{key} (needed to infer num_classes; or pass '
+                            'num_classes)')
+    num_classes = int(_numpy(sd[key][1]).shape[0])
+  mapping, bn_prefixes = layout(model_name, num_classes, max_width, **model_kwargs)
   stat = re.compile('(' + '|'.join(re.escape(p) for p in bn_prefixes) + r')\.(bn\.\d+\.)?('
                     + '|'.join(STAT_SUFFIXES) + ')$')
   missing, wrong, unexpected, flat = [], [], [], {}

@@ -1,4 +1,8 @@
-"""PyTorch slimmable MobileNet v1/v2 in the published checkpoint layout (optional, needs torch).
+"""PyTorch slimmable networks in the published checkpoint layouts (optional, needs torch).
+
+MobileNet v1/v2, and the single-network booster's WideResNet and ResNet-50 (published
+``models/wideresnet.py`` and ``models/resnet.py``: module names, registration order, channel
+ratios and the per-width BN statistics of ``width_list`` = the training width list).
 
 Written from the reference facts (README of the reference) for two uses: producing
 published-format state_dicts to test the converter against, and timing a PyTorch training step
@@ -34,8 +38,9 @@ def make_divisible(v: float, divisor: int = 8) -> int:
   return new_v
 
 
-def channels(base: int, width: float) -> int:
-  return make_divisible(base * width)
+def channels(base: int, width: float, ratio: float = 1) -> int:
+  """``int(make_divisible(base * width / ratio) * ratio)``: ratio 0.25 moves in steps of 2."""
+  return int(make_divisible(base * width / ratio) * ratio)
 
 
 class SlimConv2d(nn.Module):
@@ -45,6 +50,7 @@ class SlimConv2d(nn.Module):
                depthwise: bool = False):
     super().__init__()
     self.depthwise, self.stride, self.padding = depthwise, stride, kernel_size // 2
+    self.kernel_size = kernel_size
     self.weight = nn.Parameter(
         torch.empty(max_out, 1 if depthwise else max_in, kernel_size, kernel_size))
     nn.init.kaiming_normal_(self.weight, mode='fan_out')
@@ -202,7 +208,148 @@ class MobileNetV2(_Slimmable):
     return self.classifier[0](x.mean((2, 3)))
 
 
-REGISTRY = {'mobilenet_v1': MobileNetV1, 'mobilenet_v2': MobileNetV2}
+def _bn(base: int, max_width: float, width_list, ratio: float = 1) -> SlimBatchNorm2d:
+  return SlimBatchNorm2d(channels(base, max_width, ratio),
+                         [channels(base, w, ratio) for w in width_list])
+
+
+class WRNBlock(nn.Module):
+  """Pre-activation basic block: ``bn1, conv1, bn2, conv2`` and ``convShortcut`` (1x1 of the
+  pre-activated input) where the channel count changes."""
+
+  def __init__(self, base_in, base_out, stride, max_width, width_list, drop_rate=0.0):
+    super().__init__()
+    self.base_out, self.drop_rate = base_out, drop_rate
+    cin, cout = channels(base_in, max_width), channels(base_out, max_width)
+    self.bn1 = _bn(base_in, max_width, width_list)
+    self.relu1 = nn.ReLU(inplace=True)
+    self.conv1 = SlimConv2d(cin, cout, 3, stride)
+    self.bn2 = _bn(base_out, max_width, width_list)
+    self.relu2 = nn.ReLU(inplace=True)
+    self.conv2 = SlimConv2d(cout, cout, 3, 1)
+    self.equal = base_in == base_out
+    self.convShortcut = None if self.equal else SlimConv2d(cin, cout, 1, stride)
+
+  def forward(self, x, width):
+    out = channels(self.base_out, width)
+    y = F.relu(self.bn1(x))
+    if not self.equal:
+      x = y
+    y = F.relu(self.bn2(self.conv1(y, out)))
+    if self.drop_rate > 0:
+      y = F.dropout(y, self.drop_rate, self.training)
+    y = self.conv2(y, out)
+    return (x if self.equal else self.convShortcut(x, out)) + y
+
+
+class WRNGroup(nn.Module):
+  """The reference's ``NetworkBlock``: its blocks under ``layer.<i>``."""
+
+  def __init__(self, n, base_in, base_out, stride, max_width, width_list, drop_rate):
+    super().__init__()
+    self.layer = nn.ModuleList(
+        WRNBlock(base_in if i == 0 else base_out, base_out, stride if i == 0 else 1,
+                 max_width, width_list, drop_rate) for i in range(n))
+
+  def forward(self, x, width):
+    for block in self.layer:
+      x = block(x, width)
+    return x
+
+
+class WideResNet(_Slimmable):
+  """``conv1`` stem (3 -> 16), ``block1..3`` groups, ``bn1`` final BN, ``fc`` classifier."""
+
+  def __init__(self, num_classes=10, max_width=1.0, min_width=0.25, width_list=(0.9, 1.0),
+               depth=28, widen_factor=10, drop_rate=0.0):
+    super().__init__()
+    assert (depth - 4) % 6 == 0, depth
+    self.max_width, self.min_width = max_width, min_width
+    n, c = (depth - 4) // 6, [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+    self.conv1 = SlimConv2d(3, channels(c[0], max_width), 3, 1)
+    for g in range(3):
+      setattr(self, f'block{g + 1}', WRNGroup(n, c[g], c[g + 1], 1 if g == 0 else 2, max_width,
+                                             width_list, drop_rate))
+    self.bn1 = _bn(c[3], max_width, width_list)
+    self.relu = nn.ReLU(inplace=True)
+    self.fc = SlimLinear(channels(c[3], max_width), num_classes)
+
+  def forward(self, x, width=1.0):
+    self._check(width)
+    x = self.conv1(x, channels(16, width))
+    for group in (self.block1, self.block2, self.block3):
+      x = group(x, width)
+    x = F.relu(self.bn1(x))
+    # Functional pooling, as the reference: its profiler (module hooks) does not count it.
+    return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+MID_RATIO = 0.25   # ResNet: the stem's and every bottleneck's middle channels
+
+
+class Bottleneck(nn.Module):
+  """``body`` 0/1, 3/4 (ratio 0.25 middle), 6/7; ``shortcut`` 0/1 where stride or channels
+  change; the first block takes the stem's ratio-0.25 input (``in_ratio``)."""
+
+  def __init__(self, base_in, base_out, stride, max_width, width_list, in_ratio=1):
+    super().__init__()
+    base_mid, r = make_divisible(base_out // 4), MID_RATIO
+    self.base_mid, self.base_out = base_mid, base_out
+    cin = channels(base_in, max_width, in_ratio)
+    cmid, cout = channels(base_mid, max_width, r), channels(base_out, max_width)
+    self.body = nn.Sequential(
+        SlimConv2d(cin, cmid, 1), _bn(base_mid, max_width, width_list, r), nn.ReLU(True),
+        SlimConv2d(cmid, cmid, 3, stride), _bn(base_mid, max_width, width_list, r),
+        nn.ReLU(True), SlimConv2d(cmid, cout, 1), _bn(base_out, max_width, width_list))
+    self.residual = stride == 1 and base_in == base_out
+    if not self.residual:
+      self.shortcut = nn.Sequential(SlimConv2d(cin, cout, 1, stride),
+                                    _bn(base_out, max_width, width_list))
+    self.post_relu = nn.ReLU(inplace=True)
+
+  def forward(self, x, width):
+    b = self.body
+    mid, out = channels(self.base_mid, width, MID_RATIO), channels(self.base_out, width)
+    y = F.relu(b[1](b[0](x, mid)))
+    y = F.relu(b[4](b[3](y, mid)))
+    y = b[7](b[6](y, out))
+    x = x if self.residual else self.shortcut[1](self.shortcut[0](x, out))
+    return F.relu(x + y)
+
+
+class ResNet50(_Slimmable):
+  """``features.0`` (stem conv, BN, ReLU, max pool), ``features.1..16`` bottlenecks,
+  ``features.17`` adaptive average pool, ``classifier.0``. ``blocks`` per stage: (3, 4, 6, 3);
+  fewer make a cheaper network of the same layout rules for tests."""
+
+  def __init__(self, num_classes=1000, max_width=1.0, min_width=0.25, width_list=(0.9, 1.0),
+               blocks=(3, 4, 6, 3)):
+    super().__init__()
+    self.max_width, self.min_width = max_width, min_width
+    feats = [nn.Sequential(SlimConv2d(3, channels(64, max_width, MID_RATIO), 7, 2),
+                           _bn(64, max_width, width_list, MID_RATIO), nn.ReLU(True),
+                           nn.MaxPool2d(3, 2, 1))]
+    base_in, in_ratio = 64, MID_RATIO
+    for stage, (n, mid) in enumerate(zip(blocks, (64, 128, 256, 512))):
+      for i in range(n):
+        stride = 2 if i == 0 and stage else 1
+        feats.append(Bottleneck(base_in, mid * 4, stride, max_width, width_list, in_ratio))
+        base_in, in_ratio = mid * 4, 1
+    feats.append(nn.AdaptiveAvgPool2d(1))
+    self.features = nn.Sequential(*feats)
+    self.classifier = nn.Sequential(SlimLinear(channels(base_in, max_width), num_classes))
+
+  def forward(self, x, width=1.0):
+    self._check(width)
+    stem = self.features[0]
+    x = stem[3](F.relu(stem[1](stem[0](x, channels(64, width, MID_RATIO)))))
+    for block in self.features[1:-1]:
+      x = block(x, width)
+    return self.classifier[0](self.features[-1](x).flatten(1))
+
+
+REGISTRY = {'mobilenet_v1': MobileNetV1, 'mobilenet_v2': MobileNetV2,
+            'wideresnet28_10': WideResNet, 'resnet50': ResNet50}
 
 
 def create(name: str, **kwargs) -> nn.Module:

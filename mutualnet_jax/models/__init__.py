@@ -15,6 +15,7 @@ from mutualnet_jax.models.resnet import ResNet
 from mutualnet_jax.models.slimmable import (MissingStatisticsError, channels, make_divisible,
                                              width_in_range)
 from mutualnet_jax.models.vgg import VGG
+from mutualnet_jax.models.wideresnet import WideResNet
 
 # A small MobileNet v1 for 32-pixel inputs: the offline demo and the tests.
 TINY_BLOCKS = ((16, 1, 1), (32, 1, 2), (64, 1, 2), (128, 1, 2))
@@ -26,6 +27,11 @@ REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     'resnet50': functools.partial(ResNet, min_width=0.25),
     'mobilenet_v1_tiny': functools.partial(MobileNetV1, min_width=0.25, blocks=TINY_BLOCKS,
                                            stem_channels=16, stem_stride=1),
+    # MutualNet's single-network booster on CIFAR (published: WRN-28-10, widths [0.9, 1.0]);
+    # WRN-16-4 and WRN-10-2 are the same module, small enough for CPU runs.
+    'wideresnet28_10': functools.partial(WideResNet, min_width=0.25, depth=28, widen_factor=10),
+    'wideresnet16_4': functools.partial(WideResNet, min_width=0.25, depth=16, widen_factor=4),
+    'wideresnet10_2': functools.partial(WideResNet, min_width=0.25, depth=10, widen_factor=2),
 }
 
 

@@ -36,7 +36,7 @@ TRAINED_FIELDS = (
     'dataset', 'train_split', 'crop_scale', 'color_jitter', 'flip', 'shuffle_buffer',
     'digits_image_size', 'max_image_pixels',
     'global_batch_size', 'num_epochs', 'num_train_steps', 'base_lr', 'momentum', 'nesterov',
-    'weight_decay', 'warmup_epochs', 'seed')
+    'weight_decay', 'warmup_epochs', 'seed', 'augment', 'weight_decay_on')
 SAFE_FIELDS = (
     'xla_cpu', 'data_dir', 'image_folder', 'eval_split', 'eval_resize_ratio',
     'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',

@@ -1,16 +1,20 @@
 """The reference optimiser in optax: SGD, Nesterov momentum, cosine decay, masked weight decay.
 
 lr = base_lr * global_batch / 1024 (0.5 at 1024), cosine decay to 0 stepped every iteration,
-optional linear warmup (default none). Weight decay 1e-4 is added to the gradient before
-momentum (PyTorch's coupled L2), only on non-depthwise conv kernels and dense kernels: the
-leaves named ``kernel``; depthwise kernels are named ``depthwise_kernel`` and BN scale/bias and
-biases are excluded.
+optional linear warmup (default none). Weight decay is added to the gradient before momentum
+(PyTorch's coupled L2). ``config.weight_decay_on = 'kernels'`` (the reference's ImageNet
+parameter groups): only non-depthwise conv kernels and dense kernels, the leaves named
+``kernel``; depthwise kernels are named ``depthwise_kernel`` and BN scale/bias and biases are
+excluded. ``'all'``: every parameter, as the reference's optimiser for every other dataset
+(CIFAR: ``SGD(model.parameters(), weight_decay=...)``).
 """
 
 import json
 
 import jax
 import optax
+
+from mutualnet_jax.config.defaults import WEIGHT_DECAY_ON
 
 
 def decay_mask(params):
@@ -27,8 +31,11 @@ def learning_rate_schedule(config, total_steps: int, steps_per_epoch: int) -> op
 
 
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  on = config.get('weight_decay_on', 'kernels')
+  if on not in WEIGHT_DECAY_ON:
+    raise ValueError(f'weight_decay_on must be one of {WEIGHT_DECAY_ON}, got {on!r}')
   return optax.chain(
-      optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+      optax.add_decayed_weights(config.weight_decay, mask=decay_mask if on == 'kernels' else None),
       optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
   )
 
