@@ -7,6 +7,7 @@ import os
 from typing import List, Optional
 
 from mutualnet_jax import models
+from mutualnet_jax.training import modes
 from mutualnet_jax.training import mutualnet
 
 
@@ -38,11 +39,8 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
     p.append(f'resolutions: {res}: the first must be the highest (the teacher\'s)')
   if config.mode not in mutualnet.MODES:
     p.append(f'mode: unknown {config.mode!r}; known: {", ".join(mutualnet.MODES)}')
-  elif config.mode == 'independent':
-    if not 0 < config.independent_width <= hi:
-      p.append(f'independent_width: {config.independent_width} outside (0, {hi}]')
-    if config.independent_resolution <= 0:
-      p.append(f'independent_resolution: {config.independent_resolution} must be positive')
+  elif 0 < hi:
+    p += modes.grid_problems(config)
   if config.num_classes <= 0:
     p.append(f'num_classes: {config.num_classes} must be positive')
   if config.global_batch_size <= 0:

@@ -54,10 +54,17 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
 
 
 def from_config(config, axis_name: Optional[str] = None) -> nn.Module:
-  """The config's model (``model``, ``num_classes``, width range, ``depthwise_impl``)."""
+  """The config's model (``model``, ``num_classes``, width range, ``depthwise_impl``).
+
+  An ``independent`` run trains one width, which need not lie in [width_lower, width_upper]:
+  its model accepts widths from ``independent_width`` up (parameters stay allocated at
+  ``width_upper``, so its checkpoints have the shapes of the other modes' runs).
+  """
+  lower = config.width_lower
+  if config.get('mode') == 'independent':
+    lower = config.independent_width
   return create(config.model, num_classes=config.num_classes, max_width=config.width_upper,
-                min_width=config.width_lower, depthwise_impl=config.depthwise_impl,
-                axis_name=axis_name)
+                min_width=lower, depthwise_impl=config.depthwise_impl, axis_name=axis_name)
 
 
 __all__ = ['REGISTRY', 'create', 'from_config', 'make_divisible', 'channels',

@@ -19,6 +19,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.training import modes
 
 META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
 
@@ -28,9 +29,16 @@ class CheckpointError(RuntimeError):
 
 
 def run_metadata(config) -> Dict[str, Any]:
-  return {'model': config.model, 'num_classes': int(config.num_classes),
-          'max_width': float(config.width_upper), 'width_lower': float(config.width_lower),
-          'width_upper': float(config.width_upper)}
+  """What a checkpoint is: the META_KEYS (checked on resume), and, for readers such as the
+  comparison report, the training mode and data set (not checked)."""
+  lower, _ = modes.model_width_range(config)
+  meta = {'model': config.model, 'num_classes': int(config.num_classes),
+          'max_width': float(config.width_upper), 'width_lower': lower,
+          'width_upper': float(config.width_upper), 'mode': str(config.mode),
+          'dataset': str(config.dataset)}
+  if config.mode == 'independent':
+    meta['resolution'] = int(config.independent_resolution)
+  return meta
 
 
 def checkpoint_dir(workdir: str) -> str:
