@@ -187,8 +187,13 @@ def plot(by_method: Dict[str, Dict], path: str, title: str) -> None:
       x1 = env[j + 1]['mmacs'] if j + 1 < len(env) else x_end
       xs += [r['mmacs'], x1]
       ys += [100 * r['top1']] * 2
-    ax.plot(xs, ys, color=c, lw=2, label=label)
+    # Line styles keep a method visible where another one's envelope coincides with it.
+    ax.plot(xs, ys, color=c, lw=2, label=label, ls=('-', '--', ':', '-.')[i % 4],
+            zorder=2 + 1 / (i + 1))
     ax.scatter([r['mmacs'] for r in env], [100 * r['top1'] for r in env], s=18, color=c)
+  costs = [r['mmacs'] for m in by_method.values() for r in m['rows'] if r['mmacs'] > 0]
+  if costs and max(costs) > 20 * min(costs):
+    ax.set_xscale('log')   # budgets spanning decades: the low ones stay readable
   ax.set_xlabel('MFLOPs (multiply-adds, millions)')
   ax.set_ylabel('top-1 accuracy (%)')
   ax.set_title(title)
@@ -215,8 +220,12 @@ def compare(run_args: Sequence[str], out_dir: str,
     raise CompareError(f'reference {reference!r} is none of the methods {list(by_method)}')
   rows = comparison(by_method, reference)
   info = next((r.info for r in runs if r.info), None)
-  title = ('Best top-1 per budget' if info is None else
-           f"Best top-1 per budget: {info['model']} on {info['dataset']}")
+  title = 'Best top-1 per budget'
+  if info is not None:
+    data = info['dataset']
+    if data == 'image_folder' and info.get('image_folder'):
+      data = os.path.basename(os.path.normpath(info['image_folder']))
+    title += f": {info['model']} on {data}"
   paths = {k: os.path.join(out_dir, f'comparison.{k}') for k in ('csv', 'md', 'png')}
   write_csv(rows, paths['csv'])
   write_markdown(rows, by_method, reference, paths['md'], title)
