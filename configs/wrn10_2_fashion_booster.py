@@ -7,7 +7,7 @@
   # the plain baseline: the full network alone at 32 px, same steps and recipe
   python -m mutualnet_jax.main --config=configs/wrn10_2_fashion_booster.py --workdir=DIR2 \
       --config.image_folder=/tmp/fashion32 --config.method=independent \
-      --config.width_lower=1.0 --config.resolutions='(32,)'
+      --config.width_lower=1.0 --config.resolutions=32
 
 Fashion-MNIST's 28-pixel images zero-padded to 32 (grey replicated to RGB), the published CIFAR
 recipe (reflect-pad 4, random crop, flip, weight decay 5e-4 on every parameter, Nesterov,

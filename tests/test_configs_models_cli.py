@@ -16,6 +16,7 @@ import pytest
 import common
 from mutualnet_jax import models
 from mutualnet_jax.config import checks
+from mutualnet_jax.data import grids
 from mutualnet_jax.training import checkpointing
 from mutualnet_jax.training import optim
 
@@ -36,7 +37,7 @@ def test_every_config_file_loads_validates_and_builds_its_model(path):
   assert set(config) == (set(checkpointing.TRAINED_FIELDS) | set(checkpointing.SAFE_FIELDS)
                          | set(checkpointing.ALIAS_FIELDS))
   model = models.from_config(config)
-  for width in (config.width_lower, config.width_upper):
+  for width in grids.model_width_range(config):
     r = min(config.resolutions)
     out = jax.eval_shape(lambda: model.init_with_output(
         jax.random.key(0), jnp.zeros((2, r, r, 3)), width=width, train=True)[0])

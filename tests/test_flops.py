@@ -263,3 +263,24 @@ def test_cli_booster_models(capsys):
   assert got[(1.0, 32)]['params'] == 36_536_884
   assert flops_cli.main(['--model', 'resnet50', '--widths', '0.95', '--resolutions', '224']) == 0
   assert '3690.4' in capsys.readouterr().out
+# MACs (and parameters) at 32 px, 10 classes, per width 0.25 / 0.5 / 0.75 / 1.0 (issue 14).
+SMALL_32PX = [(107_392, 4_386), (329_472, 14_202), (666_240, 29_458), (1_117_696, 50_154)]
+TINY_32PX = [(419_392, 1_898), (492_672, 4_578), (1_157_824, 9_346), (1_313_024, 14_650)]
+
+
+def test_small_model_has_a_real_width_axis():
+  """mobilenet_v1_small: >= 8x MACs between widths 0.25 and 1.0 at its highest resolution, and
+  every width of a 0.05 grid costs something else than its neighbours (the tiny model: 3.1x,
+  and widths 0.3-0.4 cost the same)."""
+  from mutualnet_jax.training import mutualnet
+  small = models.create('mobilenet_v1_small', num_classes=10)
+  tiny = models.create('mobilenet_v1_tiny', num_classes=10)
+  widths = (0.25, 0.5, 0.75, 1.0)
+  assert [flops.count(small, w, 32) for w in widths] == SMALL_32PX
+  assert [flops.count(tiny, w, 32) for w in widths] == TINY_32PX   # unchanged
+  assert SMALL_32PX[-1][0] / SMALL_32PX[0][0] >= 8
+  grid = mutualnet.width_grid(0.25, 1.0, 0.05)
+  macs = [flops.count(small, w, 32)[0] for w in grid]
+  assert all(a < b for a, b in zip(macs, macs[1:])), macs
+  tiny_macs = [flops.count(tiny, w, 32)[0] for w in grid]
+  assert len(set(tiny_macs)) < len(grid)

@@ -9,6 +9,7 @@ from typing import List, Optional
 from mutualnet_jax import data
 from mutualnet_jax import models
 from mutualnet_jax.config import defaults
+from mutualnet_jax.data import grids
 
 
 class ConfigError(ValueError):
@@ -40,11 +41,8 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
   if config.method not in defaults.METHODS:
     p.append(f'method (old name: mode): unknown {config.method!r}; known: '
              f'{", ".join(defaults.METHODS)}')
-  elif config.method == 'independent':
-    if not 0 < config.independent_width <= hi:
-      p.append(f'independent_width: {config.independent_width} outside (0, {hi}]')
-    if config.independent_resolution <= 0:
-      p.append(f'independent_resolution: {config.independent_resolution} must be positive')
+  elif 0 < hi:
+    p += grids.grid_problems(config)
   augment = config.get('augment', 'inception_crop')
   if augment not in data.AUGMENTS:
     p.append(f'augment: unknown {augment!r}; known: {", ".join(data.AUGMENTS)}')

@@ -86,6 +86,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 256
   c.eval_cache_gb = 4.0         # keep the decoded evaluation set on the host up to this size
   c.eval_width_step = 0.05
+  # The query table's grid follows the training mode (mutualnet_jax/training/grids.py); a
+  # non-empty tuple here replaces its widths / resolutions, e.g. US-Net+ = a usnet run with
+  # eval_resolutions=(224, 192, 160, 128).
+  c.eval_widths = ()
+  c.eval_resolutions = ()
+  c.query_table_dir = ''       # '' -> the workdir; a relative path is taken inside the workdir
   c.latency_batch_sizes = (1, 64)
   c.latency_repeats = 10
 

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from mutualnet_jax.data import preprocess
+from mutualnet_jax.data import grids
 from mutualnet_jax.data.sources import (  # pylint: disable=unused-import
     DataConfigError, open_source, validate_data_config)
 
@@ -117,9 +118,8 @@ def _decode_batches(ds, row_fn, batch_size, row_spec):
                        num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def _train_row_fn(config, stream_seed):
+def _train_row_fn(config, stream_seed, size):
   """Top-resolution crop, flip flag and jitter factors of an example, seeded by its position."""
-  size = config.resolutions[0]
   crop_scale, flip = tuple(config.crop_scale), bool(config.flip)
   jitter = float(config.color_jitter)
   cifar = _augment(config) == 'cifar'
@@ -165,10 +165,11 @@ def _replace_invalid(batch):
   return tf.cond(do_fix, fix, lambda: dict(batch))
 
 
-def _train_batches(ds, config, stream_seed, batch_size, with_mask=False):
-  """Stream of {'index', 'image' (encoded), 'label'} -> batches with every resolution."""
-  resolutions = tuple(config.resolutions)
-  row_fn, spec = _train_row_fn(config, stream_seed)
+def _train_batches(ds, config, stream_seed, batch_size, resolutions, with_mask=False):
+  """Stream of {'index', 'image' (encoded), 'label'} -> batches at ``resolutions`` (highest
+  first): each image is cropped at the highest and resized down to the others."""
+  resolutions = tuple(int(r) for r in resolutions)
+  row_fn, spec = _train_row_fn(config, stream_seed, resolutions[0])
   ds = _decode_batches(ds, row_fn, batch_size, spec)
   augment = _augment(config)
   # The published CIFAR recipe has no colour jitter.
@@ -195,7 +196,11 @@ def _indexed(index, ex):
 
 
 def create_train_dataset(config, *, process_index=None, process_count=None, start_step=0):
-  """Infinite, deterministic, resumable per-host training batches (drop remainder)."""
+  """Infinite, deterministic, resumable per-host training batches (drop remainder).
+
+  They hold the resolutions the mode trains (``grids.train_resolutions``): a ``usnet`` run's
+  the highest only, an ``independent`` run's its own.
+  """
   pi, pc = _process(process_index, process_count)
   batch_size = _per_host(config.global_batch_size, pc)
   source = open_source(config)
@@ -215,14 +220,16 @@ def create_train_dataset(config, *, process_index=None, process_count=None, star
     return ds.enumerate(start=e * n)
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset).map(_indexed)
-  return _train_batches(ds, config, _stream_seed(config.seed, pi, 'augment'), batch_size)
+  return _train_batches(ds, config, _stream_seed(config.seed, pi, 'augment'), batch_size,
+                        grids.train_resolutions(config))
 
 
 def create_calibration_dataset(config, num_images, batch_size, *, process_index=None,
-                               process_count=None):
+                               process_count=None, resolutions=None):
   """A fixed set of num_images training images, training-augmented (BN post-statistics).
 
   num_images and batch_size are global; each host takes its share, drop remainder.
+  resolutions: those to serve, default the evaluation grid's (``grids.data_resolutions``).
   """
   pi, pc = _process(process_index, process_count)
   per_host = _per_host(batch_size, pc)
@@ -236,15 +243,17 @@ def create_calibration_dataset(config, num_images, batch_size, *, process_index=
   ds = base.shuffle(buffer, seed=_stream_seed(config.seed, pi, 'calib-shuffle'),
                     reshuffle_each_iteration=False).take(n).enumerate()
   ds = ds.with_options(_options()).map(_indexed)
+  resolutions = grids.data_resolutions(config, resolutions)
   return _train_batches(ds, config, _stream_seed(config.seed, pi, 'calib-augment'), per_host,
-                        with_mask=True)
+                        resolutions, with_mask=True)
 
 
 def create_eval_dataset(config, *, split=None, batch_size=None, process_index=None,
-                        process_count=None):
+                        process_count=None, resolutions=None):
   """Finite per-host eval batches; padding rows have mask 0, and all hosts run as many batches.
 
   batch_size (default config.eval_batch_size) is global. Undecodable images get mask 0.
+  resolutions: those to serve, default the evaluation grid's (``grids.data_resolutions``).
   """
   pi, pc = _process(process_index, process_count)
   split = split or config.eval_split
@@ -252,9 +261,9 @@ def create_eval_dataset(config, *, split=None, batch_size=None, process_index=No
   source = open_source(config)
   base, sizes = source.share(split, pi, pc, drop_remainder=False)
   num_batches = math.ceil(max(sizes) / per_host)
-  size = config.resolutions[0]
+  resolutions = grids.data_resolutions(config, resolutions)
+  size = resolutions[0]
   ratio = float(config.eval_resize_ratio)
-  resolutions = tuple(config.resolutions)
   if _augment(config) == 'cifar':   # the whole image, as the published CIFAR test loader
     decode = lambda data: preprocess.cifar_eval_image(data, size)
   else:

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.models.slimmable import BATCH_STATS
-from mutualnet_jax.data import image_key
+from mutualnet_jax.data import grids, image_key
 
 Array = Any
 _SEP = '/'
@@ -154,11 +154,19 @@ def load_stats(path: str, tag: Optional[Dict] = None) -> Optional[Dict]:
   return _unflatten(flat)
 
 
-def calibration_tag(config, step: int) -> Dict:
-  """What the statistics depend on besides (width, resolution): checkpoint and data."""
-  return {'step': int(step), 'calib_images': int(config.calib_images),
-          'calib_batch_size': int(config.calib_batch_size), 'dataset': str(config.dataset),
-          'seed': int(config.seed)}
+def calibration_tag(config, step: int, resolutions=None) -> Dict:
+  """What the statistics depend on besides (width, resolution): checkpoint and data.
+
+  ``resolutions``: those calibrated together; when one is above the highest training
+  resolution, the images are cropped at it (``grids.data_resolutions``), and the tag says so.
+  """
+  tag = {'step': int(step), 'calib_images': int(config.calib_images),
+         'calib_batch_size': int(config.calib_batch_size), 'dataset': str(config.dataset),
+         'seed': int(config.seed)}
+  crop = grids.data_resolutions(config, resolutions)[0]
+  if crop != grids.train_resolutions(config)[0]:
+    tag['crop'] = int(crop)
+  return tag
 
 
 def cached_calibration(workdir: str, model, params, width: float, resolution: int, mesh, *,
@@ -177,15 +185,17 @@ def cached_calibration(workdir: str, model, params, width: float, resolution: in
   return stats
 
 
-def host_calibration_batches(config) -> list:
+def host_calibration_batches(config, resolutions=None) -> list:
   """The calibration set (config.calib_images, training augmentation), decoded once.
 
-  Kept as host numpy batches (every resolution), so every (width, resolution) reuses them;
-  drop remainder, so no padded row enters the statistics.
+  Kept as host numpy batches (every resolution: ``resolutions``, default the evaluation
+  grid's), so every (width, resolution) reuses them; drop remainder, so no padded row enters
+  the statistics.
   """
   from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   ds = pipeline.create_calibration_dataset(config, int(config.calib_images),
-                                                 int(config.calib_batch_size))
+                                           int(config.calib_batch_size),
+                                           resolutions=resolutions)
   batches = []
   for b in ds.as_numpy_iterator():
     if 'mask' in b and not np.all(b['mask'] > 0):

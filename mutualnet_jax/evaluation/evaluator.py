@@ -1,8 +1,10 @@
 """The query table of a trained network: every (width, resolution), calibrated and measured.
 
 ``evaluate_grid(config, workdir)`` (``python -m mutualnet_jax.main --mode=eval``) restores the
-newest checkpoint of ``workdir`` (trained, or converted from PyTorch), and for every width of
-``width_grid(width_lower, width_upper, eval_width_step)`` x every resolution:
+newest checkpoint of ``workdir`` (trained, or converted from PyTorch), and for every (width,
+resolution) of the grid the training mode answers for (``grids.eval_grid``: a ``mutualnet`` run's
+widths x resolutions, a ``usnet`` run's widths at the highest resolution, an ``independent``
+run's one configuration; ``eval_widths`` / ``eval_resolutions`` widen it):
 
   1. BN post-statistics (Sec. 3.1), from ``WORKDIR/bn_stats`` when already calibrated for this
      checkpoint, else calibrated on ``config.calib_images`` training-augmented images;
@@ -11,7 +13,8 @@ newest checkpoint of ``workdir`` (trained, or converted from PyTorch), and for e
      of ``config.latency_batch_sizes`` on this host's first device (median of
      ``config.latency_repeats`` timed calls, compilation excluded).
 
-It writes ``query_table.csv``, ``query_table.md`` and ``accuracy_vs_mflops.png`` (Fig. 5) to
+It writes ``query_table.csv``, ``query_table.md``, ``accuracy_vs_mflops.png`` (Fig. 5) and
+``query_table.json`` (the mode, model, data set and config that produced the table) to
 ``workdir``. Images are decoded once: the calibration set and (when it fits in
 ``config.eval_cache_gb``, default 4 GB) the evaluation set are kept on the host with every
 resolution and reused for all widths; a larger evaluation set is streamed once, every
@@ -19,6 +22,8 @@ configuration being evaluated on each batch.
 """
 
 import functools
+import json
+import os
 import statistics
 import time
 from typing import Dict, List, Optional, Sequence
@@ -36,7 +41,7 @@ from mutualnet_jax.evaluation import flops
 from mutualnet_jax import models
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.evaluation import query_table
-from mutualnet_jax.training import mutualnet
+from mutualnet_jax.data import grids
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,8 +100,30 @@ def measure_latency(model, variables, width: float, resolution: int, batch_size:
   return statistics.median(times)
 
 
-def _eval_set_bytes(config, num_examples: int) -> int:
-  return num_examples * sum(3 * 4 * int(r) ** 2 for r in config.resolutions)
+def _eval_set_bytes(resolutions, num_examples: int) -> int:
+  return num_examples * sum(3 * 4 * int(r) ** 2 for r in resolutions)
+
+
+def table_dir(config, workdir: str) -> str:
+  """Where the query table goes: the workdir, or ``query_table_dir`` (relative: inside it), so
+  a second grid of the same checkpoint (US-Net+) does not replace the first."""
+  d = config.get('query_table_dir') or ''
+  if not d:
+    return workdir
+  return d if '://' in d or os.path.isabs(d) else os.path.join(workdir, d)
+
+
+def run_info(config, step: int, widths, resolutions) -> Dict:
+  """What produced a query table: mode, model, data, the grid, and the whole config."""
+  info = {'mode': str(config.method), 'model': str(config.model), 'dataset': str(config.dataset),
+          'image_folder': str(config.get('image_folder', '')),
+          'num_classes': int(config.num_classes), 'step': int(step),
+          'widths': [float(w) for w in widths], 'resolutions': [int(r) for r in resolutions],
+          'trained_resolutions': list(grids.train_resolutions(config))}
+  if config.method == 'independent':
+    info['trained_width'] = float(config.independent_width)
+  info['config'] = json.loads(config.to_json_best_effort())
+  return info
 
 
 def restore(config, workdir: str):
@@ -118,30 +145,31 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
                   resolutions: Optional[Sequence[int]] = None) -> List[Dict]:
   """Calibrate, evaluate and time every configuration; write the table and plot; the rows.
 
-  ``widths`` / ``resolutions`` override the grid (default: ``width_grid(width_lower,
-  width_upper, eval_width_step)`` x ``config.resolutions``).
+  ``widths`` / ``resolutions`` override the grid (default: ``grids.eval_grid(config)``).
   """
   from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   parallel.start(config)
   mesh = parallel.create_mesh()
   model, params, meta, step = restore(config, workdir)
   params = jax.device_put(params, NamedSharding(mesh, P()))
-  widths = tuple(widths or mutualnet.width_grid(config.width_lower, config.width_upper,
-                                               config.eval_width_step))
-  resolutions = tuple(int(r) for r in (resolutions or config.resolutions))
+  grid_widths, grid_resolutions = grids.eval_grid(config)
+  widths = tuple(widths or grid_widths)
+  resolutions = tuple(int(r) for r in (resolutions or grid_resolutions))
+  data_res = grids.data_resolutions(config, resolutions)
   configs = [(float(w), r) for r in resolutions for w in sorted(widths, reverse=True)]
-  logging.info('Evaluating %d configurations of %s (checkpoint step %d, %s).', len(configs),
-               config.model, step, meta)
+  logging.info('Evaluating %d configurations of %s, trained as %s (checkpoint step %d, %s).',
+               len(configs), config.model, config.method, step, meta)
 
-  tag = calibration.calibration_tag(config, step)
+  tag = calibration.calibration_tag(config, step, resolutions)
   # Decoded on first need only: every statistic may already be cached in the workdir.
-  calib_batches = functools.cache(lambda: calibration.host_calibration_batches(config))
+  calib_batches = functools.cache(
+      lambda: calibration.host_calibration_batches(config, resolutions=resolutions))
   n_calib = int(config.calib_images) // int(config.calib_batch_size) * int(
       config.calib_batch_size)
 
   _, num_eval, _ = pipeline.dataset_info(config)
-  eval_ds = pipeline.create_eval_dataset(config)
-  cache_eval = _eval_set_bytes(config, num_eval) <= float(config.eval_cache_gb) * 1e9
+  eval_ds = pipeline.create_eval_dataset(config, resolutions=resolutions)
+  cache_eval = _eval_set_bytes(data_res, num_eval) <= float(config.eval_cache_gb) * 1e9
   if cache_eval:
     t0 = time.perf_counter()
     eval_host = list(eval_ds.as_numpy_iterator())
@@ -188,8 +216,10 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
       row.update(results[(row['width'], row['resolution'])])
 
   if jax.process_index() == 0:
-    paths = query_table.write_all(rows, workdir, title=f'{config.model} on {config.dataset} '
-                                  f'(step {step})')
+    out = table_dir(config, workdir)
+    paths = query_table.write_all(rows, out, title=f'{config.model} on {config.dataset}, '
+                                  f'{config.method} (step {step})')
+    paths['json'] = query_table.write_info(run_info(config, step, widths, resolutions), out)
     best = query_table.envelope(rows)
     logging.info('Wrote %s. Best per budget: %s', ', '.join(paths.values()),
                  '; '.join(f"{r['mmacs']:.4g} MFLOPs -> w{r['width']:g}@{r['resolution']} "

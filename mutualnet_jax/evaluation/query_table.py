@@ -8,6 +8,7 @@ of accuracy vs. cost, and the resolution each pick uses is what the paper's Fig.
 
 import csv
 import io
+import json
 import math
 import os
 from typing import Dict, List, Optional, Sequence
@@ -158,6 +159,24 @@ def write_all(rows: Sequence[Dict], workdir: str, title: str = '') -> Dict[str, 
   write_markdown(rows, paths['md'], title=title or 'Query table')
   plot(rows, paths['png'], title=title)
   return paths
+
+
+INFO_FILE = 'query_table.json'
+
+
+def write_info(info: Dict, workdir: str) -> str:
+  """``workdir/query_table.json``: what produced the table (mode, model, data set, config)."""
+  path = os.path.join(workdir, INFO_FILE)
+  files.write_atomic(path, (json.dumps(info, indent=1, sort_keys=True) + '\n').encode())
+  return path
+
+
+def read_info(workdir: str) -> Optional[Dict]:
+  """The table's ``query_table.json``, or None when it has none (a hand-made table)."""
+  path = files.Path(os.path.join(workdir, INFO_FILE))
+  if not path.exists():
+    return None
+  return json.loads(path.read_bytes().decode())
 
 
 def describe(row) -> str:

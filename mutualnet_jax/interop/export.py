@@ -154,7 +154,8 @@ class ExportError(ValueError):
 def _stats_for(workdir, params, meta, step, width, resolution, config):
   """Cached statistics of this checkpoint, else calibrated (needs the config for data)."""
   path = calibration.stats_path(workdir, width, resolution)
-  tag = calibration.calibration_tag(config, step) if config is not None else {'step': step}
+  tag = (calibration.calibration_tag(config, step, (resolution,)) if config is not None
+         else {'step': step})
   stats = calibration.load_stats(path, tag)
   if stats is not None:
     return stats
@@ -169,7 +170,8 @@ def _stats_for(workdir, params, meta, step, width, resolution, config):
   return calibration.cached_calibration(
       workdir, model, params, width, resolution, mesh, tag=tag,
       batches_fn=lambda: calibration.to_device(
-          calibration.host_calibration_batches(config), mesh, resolution))
+          calibration.host_calibration_batches(config, resolutions=(resolution,)), mesh,
+          resolution))
 
 
 def export_from_workdir(workdir: str, width: float, resolution: int, out: str, config=None,

@@ -13,12 +13,18 @@ from mutualnet_jax.models.mobilenet_v1 import MobileNetV1
 from mutualnet_jax.models.mobilenet_v2 import MobileNetV2
 from mutualnet_jax.models.resnet import ResNet
 from mutualnet_jax.models.slimmable import (MissingStatisticsError, channels, make_divisible,
-                                             width_in_range)
+                                             width_grid, width_in_range)
 from mutualnet_jax.models.vgg import VGG
 from mutualnet_jax.models.wideresnet import WideResNet
 
 # A small MobileNet v1 for 32-pixel inputs: the offline demo and the tests.
 TINY_BLOCKS = ((16, 1, 1), (32, 1, 2), (64, 1, 2), (128, 1, 2))
+
+# A small MobileNet v1 for 32-pixel inputs with a real width axis (issue 14): channels round to
+# multiples of 4, not 8, and the 1x1 convolutions (cost ~ width^2) dominate, so the MACs at 32 px
+# span ~10x over widths [0.25, 1.0] and every 0.05 step of width changes the cost (the tiny model
+# above spans 3x, its widths 0.3-0.5 cost the same). 1.12 MMACs and 50k parameters at width 1.0.
+SMALL_BLOCKS = ((32, 1, 1), (64, 1, 2), (128, 1, 2), (256, 1, 1))
 
 REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     'mobilenet_v1': functools.partial(MobileNetV1, min_width=0.25),
@@ -32,6 +38,8 @@ REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     'wideresnet28_10': functools.partial(WideResNet, min_width=0.25, depth=28, widen_factor=10),
     'wideresnet16_4': functools.partial(WideResNet, min_width=0.25, depth=16, widen_factor=4),
     'wideresnet10_2': functools.partial(WideResNet, min_width=0.25, depth=10, widen_factor=2),
+    'mobilenet_v1_small': functools.partial(MobileNetV1, min_width=0.25, blocks=SMALL_BLOCKS,
+                                            stem_channels=16, stem_stride=2, divisor=4),
 }
 
 
@@ -56,11 +64,18 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
 
 
 def from_config(config, axis_name: Optional[str] = None) -> nn.Module:
-  """The config's model (``model``, ``num_classes``, width range, ``xla_cpu.layer_forms``)."""
+  """The config's model (``model``, ``num_classes``, width range, ``xla_cpu.layer_forms``).
+
+  An ``independent`` run trains one width, which need not lie in [width_lower, width_upper]:
+  its model accepts widths from ``independent_width`` up (parameters stay allocated at
+  ``width_upper``, so its checkpoints have the shapes of the other methods' runs).
+  """
+  lower = config.width_lower
+  if config.get('method') == 'independent':
+    lower = config.independent_width
   return create(config.model, num_classes=config.num_classes, max_width=config.width_upper,
-                min_width=config.width_lower, layer_forms=config.xla_cpu.layer_forms,
-                axis_name=axis_name)
+                min_width=lower, layer_forms=config.xla_cpu.layer_forms, axis_name=axis_name)
 
 
 __all__ = ['REGISTRY', 'create', 'from_config', 'make_divisible', 'channels',
-           'MissingStatisticsError', 'width_in_range']
+           'MissingStatisticsError', 'width_grid', 'width_in_range']

@@ -23,6 +23,7 @@ class MobileNetV1(nn.Module):
   blocks: Sequence[Tuple[int, int, int]] = BLOCKS
   stem_channels: int = STEM_CHANNELS
   stem_stride: int = 2
+  divisor: int = 8                  # channel counts round to multiples of this (reference: 8)
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None   # set for synchronised BN across a mapped axis
 
@@ -30,7 +31,7 @@ class MobileNetV1(nn.Module):
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'MobileNetV1')
     slimmable.check_images(x, 'MobileNetV1')
-    ch = slimmable.channels
+    ch = lambda base, w: slimmable.make_divisible(base * w, self.divisor)
     unit = lambda **kw: slimmable.ConvBNReLU(
         layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)
     c_in_max, c_in = ch(self.stem_channels, self.max_width), ch(self.stem_channels, width)

@@ -13,10 +13,11 @@ private BN per width into the parameters; the reference's running statistics are
 results anyway (they are recalibrated after training).
 """
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from mutualnet_jax.models import layer_forms
@@ -193,6 +194,19 @@ class ConvBNReLU(nn.Module):
 def width_in_range(width: float, min_width: float, max_width: float) -> bool:
   """The one test of a width against a range (floats from a grid or a flag: 1e-9 slack)."""
   return min_width - 1e-9 <= width <= max_width + 1e-9
+
+
+def width_grid(lower: float, upper: float, step: float) -> Tuple[float, ...]:
+  """``lower, lower + step, ..., upper`` (upper always included), rounded to stable floats."""
+  if not 0 < lower <= upper:
+    raise ValueError(f'width range [{lower}, {upper}] must satisfy 0 < lower <= upper')
+  if step <= 0:
+    raise ValueError(f'width_step must be positive, got {step}')
+  n = int(np.floor((upper - lower) / step + 1e-6))
+  grid = [round(lower + i * step, 6) for i in range(n + 1)]
+  if upper - grid[-1] > 1e-6:
+    grid.append(round(upper, 6))
+  return tuple(grid)
 
 
 def check_width(width: float, min_width: float, max_width: float, name: str) -> float:

@@ -22,6 +22,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.data import grids
 
 META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
 
@@ -42,6 +43,7 @@ SAFE_FIELDS = (
     'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',
     'checkpoint_every_steps', 'keep_checkpoints', 'compilation_cache_dir', 'precompile_grid',
     'calib_images', 'calib_batch_size', 'eval_batch_size', 'eval_cache_gb', 'eval_width_step',
+    'eval_widths', 'eval_resolutions', 'query_table_dir',
     'latency_batch_sizes', 'latency_repeats', 'coordinator_address', 'num_processes',
     'process_id', 'heartbeat_timeout_s', 'accept_config_changes')
 # Old names of fields above (config/defaults.py links them): checked through the new name.
@@ -70,9 +72,17 @@ def trained_config(config) -> Dict[str, Any]:
 
 
 def run_metadata(config) -> Dict[str, Any]:
-  return {'model': config.model, 'num_classes': int(config.num_classes),
-          'max_width': float(config.width_upper), 'width_lower': float(config.width_lower),
-          'width_upper': float(config.width_upper), 'config': trained_config(config)}
+  """What a checkpoint is: the META_KEYS (checked on resume), the trained config (checked on
+  resume, see check_resume_config), and, for readers such as the comparison report, the
+  training method and data set."""
+  lower, _ = grids.model_width_range(config)
+  meta = {'model': config.model, 'num_classes': int(config.num_classes),
+          'max_width': float(config.width_upper), 'width_lower': lower,
+          'width_upper': float(config.width_upper), 'mode': str(config.method),
+          'dataset': str(config.dataset), 'config': trained_config(config)}
+  if config.method == 'independent':
+    meta['resolution'] = int(config.independent_resolution)
+  return meta
 
 
 def config_changes(found: Dict[str, Any], config) -> Tuple[List[str], List[str]]:

@@ -35,6 +35,7 @@ import optax
 
 from mutualnet_jax.config.defaults import METHODS
 from mutualnet_jax.data import image_key
+from mutualnet_jax.models import width_grid
 
 MODES = METHODS   # the old name
 
@@ -47,19 +48,6 @@ class Subnet:
 
   def __str__(self):
     return f'{"teacher " if self.teacher else ""}width={self.width:g} resolution={self.resolution}'
-
-
-def width_grid(lower: float, upper: float, step: float) -> Tuple[float, ...]:
-  """``lower, lower + step, ..., upper`` (upper always included), rounded to stable floats."""
-  if not 0 < lower <= upper:
-    raise ValueError(f'width range [{lower}, {upper}] must satisfy 0 < lower <= upper')
-  if step <= 0:
-    raise ValueError(f'width_step must be positive, got {step}')
-  n = int(np.floor((upper - lower) / step + 1e-6))
-  grid = [round(lower + i * step, 6) for i in range(n + 1)]
-  if upper - grid[-1] > 1e-6:
-    grid.append(round(upper, 6))
-  return tuple(grid)
 
 
 def draw_subnets(config, step: int) -> List[Subnet]:
