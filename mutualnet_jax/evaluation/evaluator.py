@@ -128,17 +128,7 @@ def run_info(config, step: int, widths, resolutions) -> Dict:
 
 def restore(config, workdir: str):
   """(model, params, meta, step) of the newest checkpoint, checked against the config."""
-  params, meta, step = checkpointing.restore_params(workdir)
-  checkpointing.check_compatible(meta, checkpointing.run_metadata(config), workdir)
-  model = models.from_config(config)
-  want = jax.tree.map(jnp.shape, jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), width=config.width_upper,
-                         train=True)['params']))
-  if jax.tree.map(jnp.shape, params) != want:
-    raise checkpointing.CheckpointError(
-        f'the checkpoint in {workdir} does not hold {config.model} parameters at max width '
-        f'{config.width_upper} with {config.num_classes} classes')
-  return model, params, meta, step
+  return checkpointing.restore_for(config, workdir)
 
 
 def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = None,

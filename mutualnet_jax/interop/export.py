@@ -165,7 +165,6 @@ def _stats_for(workdir, params, meta, step, width, resolution, config):
                      '--config so they can be calibrated.')
   from mutualnet_jax.runtime import parallel  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
-  checkpointing.check_compatible(meta, checkpointing.run_metadata(config), workdir)
   model = models.from_config(config)
   return calibration.cached_calibration(
       workdir, model, params, width, resolution, mesh, tag=tag,
@@ -176,7 +175,10 @@ def _stats_for(workdir, params, meta, step, width, resolution, config):
 
 def export_from_workdir(workdir: str, width: float, resolution: int, out: str, config=None,
                         tensorflow: bool = True) -> Dict:
-  params, meta, step = checkpointing.restore_params(workdir)
+  if config is None:
+    params, meta, step = checkpointing.restore_params(workdir)
+  else:   # checked against the config, which calibration will use
+    _, params, meta, step = checkpointing.restore_for(config, workdir)
   lower = meta.get('width_lower', models.REGISTRY[meta['model']].keywords.get('min_width'))
   if not models.width_in_range(width, lower, meta['max_width']):
     raise ExportError(f'width {width} is outside the trained range '

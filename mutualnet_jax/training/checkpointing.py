@@ -16,10 +16,12 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from mutualnet_jax import models
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.data import grids
@@ -320,3 +322,24 @@ def restore_params(workdir_or_dir: str) -> Tuple[Any, Dict[str, Any], int]:
     raise CheckpointError(f'no checkpoint found in {checkpoint_dir(path)}')
   step, state, meta = found
   return state['params'], meta, step
+
+
+def restore_for(config, workdir: str):
+  """(model, params, meta, step) of a workdir's newest checkpoint, checked to be this config's.
+
+  The one restore path of everything that reads a trained network back (evaluation, export):
+  the metadata must agree with the config (:func:`check_compatible`) and the parameters must
+  have the shapes of the config's model at its largest width.
+  """
+  params, meta, step = restore_params(workdir)
+  check_compatible(meta, run_metadata(config), workdir)
+  model = models.from_config(config)
+  want = jax.tree.map(jnp.shape, jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), width=config.width_upper,
+                         train=True)['params']))
+  if jax.tree.map(jnp.shape, params) != want:
+    raise CheckpointError(
+        f'the checkpoint in {workdir} does not hold {config.model} parameters at max width '
+        f'{config.width_upper} with {config.num_classes} classes')
+  return model, params, meta, step
+
