@@ -93,8 +93,9 @@ def test_top1_top5_and_padding_counts_match_numpy():
   mask[2, 25:] = 0                                   # the last batch is padded
   labels[2, 25:] = order[2, 25:, 0]                  # padding that would count as correct
   totals = np.zeros(3)
+  counts = evaluator._counts  # pylint: disable=protected-access
   for b in range(3):
-    totals += np.asarray(evaluator._counts(logits[b], labels[b], mask[b]))  # pylint: disable=protected-access
+    totals += np.asarray(counts(logits[b], labels[b], mask[b]))
   real = mask > 0
   assert totals[2] == real.sum() == 105
   assert totals[0] == ((ranks == 0) & real).sum()

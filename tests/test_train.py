@@ -198,7 +198,8 @@ if sigterm_at >= 0:
   trainer.pipeline.device_batches = interrupted
 state = trainer.train_and_evaluate(c, workdir)
 leaves = jax.tree.leaves(jax.device_get(state.params))
-print(json.dumps({'step': int(state.step), 'started': started, 'checksum': [float(np.sum(np.abs(l))) for l in leaves],
+print(json.dumps({'step': int(state.step), 'started': started,
+                  'checksum': [float(np.sum(np.abs(l))) for l in leaves],
                   'first': np.asarray(leaves[0]).ravel()[:8].tolist()}))
 '''
 

@@ -22,6 +22,7 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 import common
 from mutualnet_jax.config import defaults
+from mutualnet_jax.data import pipeline
 from mutualnet_jax.runtime import workdir_lock
 from mutualnet_jax.training import checkpointing
 from mutualnet_jax.training import step_kernels
@@ -39,9 +40,19 @@ def _leaves(state):
   return [np.asarray(l) for l in jax.tree.leaves(jax.device_get(state.params))]
 
 
-def _resumed_from(caplog):
-  found = [m for m in caplog.messages if m.startswith('Resumed from step')]
-  return int(found[-1].split()[3]) if found else 0
+def _record_start(monkeypatch):
+  """A list that receives the step each training run starts its data from (its resume step).
+
+  Not read from the INFO log: other tests may leave absl's verbosity above INFO.
+  """
+  real, started = pipeline.create_train_dataset, []
+
+  def create(config, start_step=0, **kwargs):
+    started.append(start_step)
+    return real(config, start_step=start_step, **kwargs)
+
+  monkeypatch.setattr(pipeline, 'create_train_dataset', create)
+  return started
 
 
 @pytest.fixture(scope='module')
@@ -94,12 +105,14 @@ def test_resume_with_changed_training_fields_names_each_before_compiling(ref, tm
   assert compiled == [] and sorted(os.listdir(wd / 'checkpoints')) == before
 
 
-def test_safe_changes_resume_and_an_accepted_change_is_announced(ref, tmp_path, caplog):
+def test_safe_changes_resume_and_an_accepted_change_is_announced(ref, tmp_path, caplog,
+                                                               monkeypatch):
   wd = _copy(ref, tmp_path, keep=(2,))
   c = _config(base_lr=1.0, accept_config_changes='base_lr', log_every_steps=3)
-  with caplog.at_level(logging.INFO):
+  started = _record_start(monkeypatch)
+  with caplog.at_level(logging.WARNING):
     state = trainer.train_and_evaluate(c, str(wd))
-  assert _resumed_from(caplog) == 2 and int(state.step) == STEPS
+  assert started == [2] and int(state.step) == STEPS
   loud = [m for m in caplog.messages if 'CONFIG CHANGED ON RESUME' in m]
   assert loud and 'base_lr: 3.2 -> 1.0' in loud[0] and 'Kept from checkpoint 2' in loud[0], loud
   assert not any(np.array_equal(a, b) for a, b in zip(_leaves(state), ref[1]) if a.size > 4)
@@ -193,8 +206,7 @@ def test_lock_on_an_object_store_refuses_a_live_holder_and_takes_over_a_stale_on
 # --- 3. A full disk.
 
 
-def test_full_disk_stops_training_and_a_restart_resumes_bit_exactly(ref, tmp_path, monkeypatch,
-                                                                    caplog):
+def test_full_disk_stops_training_and_a_restart_resumes_bit_exactly(ref, tmp_path, monkeypatch):
   wd = tmp_path / 'wd'
   real = json_checkpoint_handler.JsonCheckpointHandler._save_fn
 
@@ -213,9 +225,9 @@ def test_full_disk_stops_training_and_a_restart_resumes_bit_exactly(ref, tmp_pat
   assert done == [2], os.listdir(wd / 'checkpoints')   # 4 unfinished; 6 never started
   monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, '_save_fn', real)
 
-  with caplog.at_level(logging.INFO):
-    state = trainer.train_and_evaluate(_config(), str(wd))   # space again
-  assert _resumed_from(caplog) == 2 and int(state.step) == STEPS
+  started = _record_start(monkeypatch)
+  state = trainer.train_and_evaluate(_config(), str(wd))   # space again
+  assert started == [2] and int(state.step) == STEPS
   for a, b in zip(_leaves(state), ref[1]):
     np.testing.assert_array_equal(a, b)
 

@@ -3,7 +3,8 @@
 Each checkpoint holds two items: ``state`` (the train state, or ``{'params': ...}`` for an
 imported PyTorch checkpoint) and ``meta`` (JSON: model name, classes, width range, and every
 config field that changes what is trained), so a workdir that belongs to another run is refused
-by name instead of being silently overwritten or continued under another recipe. Saves are asynchronous; orbax writes into a temporary directory and renames it
+by name instead of being silently overwritten or continued under another recipe. Saves are
+asynchronous; orbax writes into a temporary directory and renames it
 when complete, so a process killed mid-save never leaves a checkpoint that looks finished.
 Restoring walks back from the newest step when one cannot be read (truncated or deleted files).
 """
