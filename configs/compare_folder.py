@@ -16,17 +16,11 @@ then US-Net+ and the report as in configs/compare_cifar.py. README, "MutualNet v
 independent networks", ran this on MNIST's PNG files.
 """
 
-import importlib.util
-import os
+from mutualnet_jax.config import defaults
 
 
 def get_config(mode: str = 'mutualnet'):
-  spec = importlib.util.spec_from_file_location(
-      'compare_cifar', os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                    'compare_cifar.py'))
-  cifar = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(cifar)
-  c = cifar.get_config(mode)
+  c = defaults.sibling(__file__, 'compare_cifar', mode)
   c.dataset = 'image_folder'
   c.image_folder = ''            # set on the command line
   c.num_classes = 10

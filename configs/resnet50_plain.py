@@ -7,17 +7,8 @@ at 512, Nesterov, weight decay 1e-4 on the ImageNet parameter groups, cosine, 12
 scale 0.08). Published: 76.5% top-1 (MutualNet: 78.6%). Not yet reproduced by this project.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__),
-                                                                   name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  return _load('wrn28_10_cifar100_plain').plain(_load('resnet50').get_config())
+  return defaults.plain(defaults.sibling(__file__, 'resnet50'))

@@ -6,16 +6,11 @@
 Same recipe as CIFAR-100: batch 256, lr 0.1, cosine, 100 epochs.
 """
 
-import importlib.util
-import os
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location(
-      'transfer_cifar100', os.path.join(os.path.dirname(__file__), 'transfer_cifar100.py'))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config()
+  c = defaults.sibling(__file__, 'transfer_cifar100')
   c.dataset = 'food101'
   c.eval_split = 'validation'
   c.num_classes = 101

@@ -18,16 +18,11 @@ the 10,000 test images after BN calibration on 2,048 training images, measured w
 MutualNet 68.7%, plain 71.7%. The run is far too short to show the booster's effect.
 """
 
-import importlib.util
-import os
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location(
-      'wrn28_10_cifar100', os.path.join(os.path.dirname(__file__), 'wrn28_10_cifar100.py'))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config()
+  c = defaults.sibling(__file__, 'wrn28_10_cifar100')
   c.model = 'wideresnet10_2'
   c.dataset = 'image_folder'
   c.image_folder = ''            # required: --config.image_folder

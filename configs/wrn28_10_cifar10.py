@@ -9,20 +9,11 @@ Nesterov 0.9, weight decay 5e-4 on every parameter, cosine, 200 epochs, the CIFA
 with 10 classes. Not yet reproduced by this project.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__),
-                                                                   name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  c = _load('wrn28_10_cifar100').get_config()
+  c = defaults.sibling(__file__, 'wrn28_10_cifar100')
   c.dataset = 'cifar10'
   c.num_classes = 10
   return c

@@ -6,17 +6,8 @@ The full network alone at 32 px with the same recipe. Published: 96.1% top-1 (Mu
 97.3%). Not yet reproduced by this project.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__),
-                                                                   name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mutualnet_jax.config import defaults
 
 
 def get_config():
-  return _load('wrn28_10_cifar100_plain').plain(_load('wrn28_10_cifar10').get_config())
+  return defaults.plain(defaults.sibling(__file__, 'wrn28_10_cifar10'))

@@ -4,6 +4,9 @@ Every file under ``configs/`` starts from :func:`get_config` and changes a few f
 are the published reference implementation's (see README, "Departures" for what differs).
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
 # The training methods the paper compares (``config.method``).
@@ -113,3 +116,24 @@ def get_config() -> ml_collections.ConfigDict:
   c.process_id = -1
   c.heartbeat_timeout_s = 100   # a process silent this long is lost: the others exit non-zero
   return c
+
+
+def sibling(config_file: str, name: str, *args) -> ml_collections.ConfigDict:
+  """``get_config(*args)`` of ``name``.py in the folder of ``config_file``: how a config file
+  builds on another (configs/ is not a package, so it cannot import it)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + '.py')
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*args)
+
+
+def plain(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``c`` as plain training: its full network alone at its highest resolution, same recipe."""
+  c.method = 'independent'
+  c.independent_width = c.width_upper
+  c.independent_resolution = c.resolutions[0]
+  c.width_lower = c.width_upper
+  c.resolutions = (c.resolutions[0],)
+  return c
+
