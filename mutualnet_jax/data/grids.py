@@ -82,7 +82,7 @@ def grid_problems(config) -> list:
   elif config.num_random_widths < 0:
     p.append(f'num_random_widths: {config.num_random_widths} must be >= 0')
   for w in config.get('eval_widths') or ():
-    if not lo - 1e-9 <= float(w) <= hi + 1e-9:
+    if not models.width_in_range(float(w), lo, hi):
       p.append(f'eval_widths: {w} outside the {config.method} model\'s width range [{lo:g}, '
                f'{hi:g}]')
   if any(int(r) <= 0 for r in config.get('eval_resolutions') or ()):

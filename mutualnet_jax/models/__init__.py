@@ -20,7 +20,7 @@ from mutualnet_jax.models.wideresnet import WideResNet
 # A small MobileNet v1 for 32-pixel inputs: the offline demo and the tests.
 TINY_BLOCKS = ((16, 1, 1), (32, 1, 2), (64, 1, 2), (128, 1, 2))
 
-# A small MobileNet v1 for 32-pixel inputs with a real width axis (issue 14): channels round to
+# A small MobileNet v1 for 32-pixel inputs with a real width axis: channels round to
 # multiples of 4, not 8, and the 1x1 convolutions (cost ~ width^2) dominate, so the MACs at 32 px
 # span ~10x over widths [0.25, 1.0] and every 0.05 step of width changes the cost (the tiny model
 # above spans 3x, its widths 0.3-0.5 cost the same). 1.12 MMACs and 50k parameters at width 1.0.

@@ -1,9 +1,9 @@
-"""The two JAX internals this project uses, in one place, each with a public fallback.
+"""The JAX internals this project uses, in one place, each with a fallback or a clear error.
 
-JAX has no public API for either (as of 0.10): whether the backends were already created (CPU
-dispatch mode can only be chosen before), and a barrier through the coordination service rather
-than a device collective. If a JAX release moves them, the fallbacks keep the package working
-(at the cost the docstrings name) instead of failing at import.
+JAX has no public API for these (as of 0.10): whether the backends were already created (CPU
+dispatch mode can only be chosen before), the coordination service's client (barriers and the
+key-value store, without a device collective), and whether its preemption service runs. If a JAX
+release moves them, the package keeps working (at the cost the docstrings name) or says why not.
 """
 
 from typing import Optional
@@ -18,17 +18,31 @@ def backends_started() -> Optional[bool]:
     return None
 
 
+def coordination_client():
+  """The coordination service's client of ``jax.distributed``; None when this JAX hides it."""
+  try:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    return distributed.global_state.client
+  except (ImportError, AttributeError):
+    return None
+
+
+def preemption_sync_available() -> bool:
+  """Whether JAX's preemption service runs (then it, not this process, handles SIGTERM)."""
+  try:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    return distributed.global_state.preemption_sync_manager is not None
+  except (ImportError, AttributeError):
+    return False
+
+
 def barrier(name: str, timeout_s: int) -> None:
   """Wait until every process reaches ``name``, through the coordination service.
 
   Fallback: a device collective (``sync_global_devices``), which gloo abandons when processes
   arrive more than ~30 s apart on CPU.
   """
-  try:
-    from jax._src import distributed  # pylint: disable=g-import-not-at-top
-    client = distributed.global_state.client
-  except (ImportError, AttributeError):
-    client = None
+  client = coordination_client()
   if client is not None:
     client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
     return

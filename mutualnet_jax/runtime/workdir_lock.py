@@ -27,6 +27,7 @@ import jax
 from absl import logging
 
 from mutualnet_jax.runtime import files
+from mutualnet_jax.runtime import jax_internals
 
 LOCK_NAME = 'run.lock'
 STALE_AFTER_S = 600.0      # object stores: a lock not refreshed for this long is stale
@@ -162,8 +163,10 @@ def hold(workdir: str):
   """
   if jax.process_count() == 1:
     return WorkdirLock(workdir).acquire()
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  client = distributed.global_state.client
+  client = jax_internals.coordination_client()
+  if client is None:
+    raise RuntimeError('this JAX hides its coordination service: the processes of one run '
+                       'cannot share the workdir lock (mutualnet_jax/runtime/jax_internals.py)')
   _attempts[0] += 1
   key = f'mutualnet_jax/workdir_lock/{_attempts[0]}'
   if jax.process_index() == 0:

@@ -28,6 +28,7 @@ from mutualnet_jax.runtime import xla_cpu
 from mutualnet_jax.data import pipeline
 from mutualnet_jax import models
 from mutualnet_jax.training import optim
+from mutualnet_jax.runtime import jax_internals
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.runtime import workdir_lock
 from mutualnet_jax.training import mutualnet
@@ -74,9 +75,7 @@ class _Preemption:
   def __init__(self):
     self.requested = False
     self._previous = None
-    from jax._src import distributed  # pylint: disable=g-import-not-at-top
-    self._agreed = (jax.process_count() > 1 and
-                    distributed.global_state.preemption_sync_manager is not None)
+    self._agreed = jax.process_count() > 1 and jax_internals.preemption_sync_available()
     if not self._agreed and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
