@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 _DIGITS_TEST = 300
+FOLDER_ORDER_SEED = 0x1F01DE4   # the fixed order of an image folder's files (FolderSource)
 
 
 class DataConfigError(ValueError):
@@ -257,14 +258,28 @@ class FolderSource(Source):
   def _scan(self, split):
     return scan_split(os.path.join(self.root, split), self.classes, self.max_pixels)
 
+  def _ordered(self, split):
+    """The usable files of a split in their fixed order: a permutation of the sorted listing.
+
+    A folder lists its images class by class. Read in that order, a shuffle buffer smaller
+    than the split mixes only neighbouring classes (the first batches of every epoch held 3 of
+    10 classes), a host's contiguous share holds only some classes, the calibration images come
+    from the first classes, and a slice ('train[:90%]') drops the last ones. A fixed
+    permutation, the same on every host and for every seed, makes the folder's order behave
+    like a TFDS data set's, whose records are shuffled when it is prepared.
+    """
+    paths, labels, _ = self._scan(split)
+    order = np.random.default_rng(FOLDER_ORDER_SEED).permutation(len(paths))
+    return [paths[i] for i in order], [labels[i] for i in order]
+
   def files(self, spec: str):
-    """(paths, labels) of a split spec, slicing applied to the usable files."""
+    """(paths, labels) of a split spec in the fixed order, slicing applied to the usable files."""
     instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
         {s: types.SimpleNamespace(num_examples=len(self._scan(s)[0]))
          for s in set(split_names(spec)) & set(self.splits)})
     paths, labels = [], []
     for ins in instructions:
-      p, l, _ = self._scan(ins.splitname)
+      p, l = self._ordered(ins.splitname)
       paths += p[ins.from_:ins.to]
       labels += l[ins.from_:ins.to]
     return paths, labels
