@@ -155,10 +155,10 @@ def _train(config, workdir, monkeypatch):
   ran, keys = set(), set()
   real = step_kernels.run_step
 
-  def spy(kernels, state, batch, subnets):
+  def spy(kernels, state, batch, subnets, **kw):
     ran.update((s.width, s.resolution, s.teacher) for s in subnets)
     keys.update(k for k in batch if k.startswith('image'))
-    return real(kernels, state, batch, subnets)
+    return real(kernels, state, batch, subnets, **kw)
 
   monkeypatch.setattr(step_kernels, 'run_step', spy)
   trainer.train_and_evaluate(config, str(workdir))

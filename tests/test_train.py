@@ -220,3 +220,34 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(tmp_path):
   assert resumed['step'] == 6
   assert resumed['first'] == uninterrupted['first']
   assert resumed['checksum'] == uninterrupted['checksum']
+
+
+def test_without_distillation_the_students_learn_from_the_labels():
+  """``student_targets='labels'`` (the ablation): each student's loss is its cross-entropy, in
+  ``step_loss`` and through the compiled kernels (whose step reports every subnet's loss)."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from mutualnet_jax.data import pipeline
+  from mutualnet_jax.runtime import parallel
+  c = common.tiny_config(student_targets='labels')
+  mesh = parallel.create_mesh()
+  model = models.from_config(c)
+  params = step_kernels.init_params(model, c)
+  opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
+  state = lambda: jax.device_put(step_kernels.create_train_state(params, opt),
+                                 NamedSharding(mesh, P()))   # the update donates it
+  kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
+                                     c.global_batch_size, c.num_classes)
+  batch = next(pipeline.device_batches(pipeline.create_train_dataset(c), mesh))
+  subnets = mutualnet.draw_subnets(c, 0)
+  apply = lambda p, images, width: model.apply({'params': p}, images, width=width, train=True)
+  ce = [float(mutualnet.cross_entropy(apply(params, batch[mutualnet.image_key(s.resolution)],
+                                            s.width), batch['label'])) for s in subnets]
+  _, m = step_kernels.run_step(kernels, state(), batch, subnets, student_targets='labels')
+  np.testing.assert_allclose(np.asarray(m['losses']), ce, rtol=1e-4)
+  np.testing.assert_allclose(
+      mutualnet.step_loss(params, batch, subnets, apply, student_targets='labels'), sum(ce),
+      rtol=1e-4)
+  # With the teacher's targets the students' losses are smaller than their cross-entropy (the
+  # untrained teacher's softmax is near uniform, as is theirs).
+  _, m = step_kernels.run_step(kernels, state(), batch, subnets)
+  assert all(float(k) < e - 0.5 for k, e in zip(np.asarray(m['losses'])[1:], ce[1:])), (m, ce)

@@ -43,6 +43,10 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
              f'{", ".join(defaults.METHODS)}')
   elif 0 < hi:
     p += grids.grid_problems(config)
+  targets = config.get('student_targets', 'teacher')
+  if targets not in defaults.STUDENT_TARGETS:
+    p.append(f'student_targets: unknown {targets!r}; known: '
+             f'{", ".join(defaults.STUDENT_TARGETS)}')
   augment = config.get('augment', 'inception_crop')
   if augment not in data.AUGMENTS:
     p.append(f'augment: unknown {augment!r}; known: {", ".join(data.AUGMENTS)}')

@@ -11,6 +11,9 @@ import ml_collections
 
 # The training methods the paper compares (``config.method``).
 METHODS = ('mutualnet', 'usnet', 'independent')
+# What the students of a step learn from: the teacher's softmax (the paper's KL divergence) or,
+# as an ablation, the labels (cross-entropy).
+STUDENT_TARGETS = ('teacher', 'labels')
 # Which parameters weight decay applies to (``config.weight_decay_on``).
 WEIGHT_DECAY_ON = ('kernels', 'all')
 
@@ -32,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.method = 'mutualnet'
   c.mode = c.get_ref('method')   # the field's old name (apart from main's --mode=train|eval)
   c.num_random_widths = 2
+  c.student_targets = 'teacher'   # or 'labels': the students without distillation (ablation)
   c.independent_width = 1.0
   c.independent_resolution = 224
 

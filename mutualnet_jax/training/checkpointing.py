@@ -35,7 +35,7 @@ META_KEYS = ('model', 'num_classes', 'max_width', 'width_lower', 'width_upper')
 # covering every field, so a new field has to be classified. Paths (data_dir, image_folder) are
 # safe: data may move.
 TRAINED_FIELDS = (
-    'method', 'num_random_widths', 'independent_width', 'independent_resolution',
+    'method', 'num_random_widths', 'student_targets', 'independent_width', 'independent_resolution',
     'model', 'num_classes', 'width_lower', 'width_upper', 'width_step', 'resolutions', 'sync_bn',
     'dataset', 'train_split', 'crop_scale', 'color_jitter', 'flip', 'shuffle_buffer',
     'digits_image_size', 'max_image_pixels',

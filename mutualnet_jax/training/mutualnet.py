@@ -105,18 +105,26 @@ def distillation_kl(student_logits: Array, teacher_probs: Array) -> Array:
   return kl.mean()
 
 
+def label_targets(labels: Array, num_classes: int) -> Array:
+  """The ablation without distillation (``student_targets='labels'``): one-hot labels as the
+  students' target, so that ``distillation_kl`` is their cross-entropy."""
+  return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+
+
 def step_loss(params, batch: Mapping[str, Array], subnets: Sequence[Subnet],
-              apply: Callable[..., Array]) -> Array:
+              apply: Callable[..., Array], student_targets: str = 'teacher') -> Array:
   """Eq. 4: the summed loss of one step, whose gradient is the step's one update direction.
 
   ``apply(params, images, width)`` runs the network in training mode; ``batch`` holds the
   labels and one image tensor per resolution (:func:`image_key`); ``subnets`` is a draw of
-  :func:`draw_subnets`, teacher first.
+  :func:`draw_subnets`, teacher first. ``student_targets='labels'`` is the ablation in which
+  the students learn from the labels instead of the teacher.
   """
   teacher, students = subnets[0], subnets[1:]
   logits = apply(params, batch[image_key(teacher.resolution)], teacher.width)
   loss = cross_entropy(logits, batch['label'])
-  targets = soft_targets(logits)
+  targets = (soft_targets(logits) if student_targets == 'teacher' else
+             label_targets(batch['label'], logits.shape[-1]))
   for s in students:
     loss = loss + distillation_kl(apply(params, batch[image_key(s.resolution)], s.width),
                                   targets)

@@ -236,6 +236,12 @@ class StepKernels:
       self._future(k, background=False).result()
     return first_use
 
+  @functools.cached_property
+  def label_targets(self):
+    """labels -> one-hot targets, sharded as the teacher's soft targets."""
+    return jax.jit(functools.partial(mutualnet.label_targets, num_classes=self.num_classes),
+                   out_shardings=NamedSharding(self.mesh, P(DATA)))
+
   @property
   def compiled(self):
     return sorted(k for k, f in self._cache.items() if f.done() and k[0] != 'update')
@@ -268,12 +274,20 @@ def apply_update(state: StepState, grads, losses, ok_frac, *, optimizer):
   return new_state, {'losses': losses, 'grad_norm': optax.global_norm(grads)}
 
 
-def run_step(kernels: StepKernels, state: StepState, batch,
-             subnets: Sequence[Subnet]) -> Tuple[StepState, Dict]:
-  """Dispatch one step: the teacher, each student, then the update. No host round-trip."""
+def run_step(kernels: StepKernels, state: StepState, batch, subnets: Sequence[Subnet],
+             student_targets: str = 'teacher') -> Tuple[StepState, Dict]:
+  """Dispatch one step: the teacher, each student, then the update. No host round-trip.
+
+  ``student_targets='labels'``: the students learn from the one-hot labels (the ablation
+  without distillation; the same student kernels, given other targets).
+  """
   teacher, students = subnets[0], subnets[1:]
   grads, probs, loss, ok = kernels.get(teacher)(
       state.params, batch[image_key(teacher.resolution)], batch['label'])
+  if student_targets == 'labels':
+    probs = kernels.label_targets(batch['label'])
+  elif student_targets != 'teacher':
+    raise ValueError(f'student_targets must be teacher or labels, not {student_targets!r}')
   losses, oks = [loss], [ok]
   for s in students:
     grads, loss, ok = kernels.get(s)(state.params, grads, batch[image_key(s.resolution)], probs)

@@ -177,7 +177,8 @@ def _train(config, workdir: str, stop_after_steps: Optional[int]):
   preemption = _Preemption()
   end_step = total_steps if stop_after_steps is None else min(total_steps,
                                                                start_step + stop_after_steps)
-  run = functools.partial(step_kernels.run_step, kernels)
+  run = functools.partial(step_kernels.run_step, kernels,
+                          student_targets=config.student_targets)
   t_log, step = time.perf_counter(), start_step
   logging.info('Training steps %d..%d of %d (%d per epoch).', start_step, end_step,
                total_steps, steps_per_epoch)
