@@ -21,8 +21,13 @@ controlled comparison). The argument is ``METHOD[,CELL[,SEED]]``:
 
 from mutualnet_jax.config import defaults
 
-BASE_STEPS = 1500
+BASE_STEPS = 1000
 CELLS = ('base', 'long', 'small', 'cifar', 'narrow', 'nokd')
+CELL_NOTES = {'base': 'tiny, crop, [0.25, 1]', 'long': '4x steps', 'small': 'mobilenet_v1_small',
+              'cifar': 'CIFAR recipe', 'narrow': 'widths [0.9, 1]', 'nokd': 'students on labels'}
+# A method's run in these cells is its base-cell run: the factor does not touch it (plain
+# training has one width and no students).
+SAME_AS_BASE = {'independent': ('narrow', 'nokd')}
 
 
 def get_config(arg: str = 'mutualnet,base,0'):

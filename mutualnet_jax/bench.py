@@ -246,49 +246,13 @@ def kernel_breakdown(s, draws, repeats=3):
 
 
 def torch_model(config):
-  """The config's model from ``torch_models`` (the tiny v1 assembled from its blocks)."""
-  import torch.nn.functional as F
-  from torch import nn
-  from mutualnet_jax import models
+  """The config's model from ``torch_models`` (the tiny and small v1 built from their registry
+  entries)."""
   from mutualnet_jax.interop import torch_models
-  kw = dict(num_classes=config.num_classes, max_width=config.width_upper,
-            min_width=config.width_lower)
-  if config.model == 'mobilenet_v1':
-    return torch_models.MobileNetV1(**kw)
-  if config.model == 'mobilenet_v2':
-    return torch_models.MobileNetV2(**kw)
-  if config.model != 'mobilenet_v1_tiny':
-    raise ValueError(f'--compare-torch supports mobilenet_v1(_tiny) and v2, not {config.model}')
-
-  class TinyV1(torch_models.MobileNetV1):
-    """torch_models' v1 with the tiny registry entry's stem (16, stride 1) and blocks."""
-
-    def __init__(self, stem=16, blocks=models.TINY_BLOCKS, **kw):
-      super().__init__(**kw)
-      ch, w_max = torch_models.channels, self.max_width
-      wl = (self.min_width, w_max)
-      feats = [nn.Sequential(*torch_models._conv_bn(  # pylint: disable=protected-access
-          3, ch(stem, w_max), [ch(stem, w) for w in wl], stride=1))]
-      base_in = stem
-      for c, n, st in blocks:
-        for i in range(n):
-          feats.append(torch_models.DepthwiseSeparable(
-              base_in, c, st if i == 0 else 1, w_max, wl))
-          base_in = c
-      self.stem_channels = stem
-      self.features = nn.Sequential(*feats)
-      self.classifier = nn.Sequential(torch_models.SlimLinear(ch(base_in, w_max),
-                                                              self.classifier[0].weight.shape[0]))
-
-    def forward(self, x, width=1.0):
-      self._check(width)
-      stem = self.features[0]
-      x = F.relu6(stem[1](stem[0](x, torch_models.channels(self.stem_channels, width))))
-      for block in self.features[1:]:
-        x = block(x, width)
-      return self.classifier[0](x.mean((2, 3)))
-
-  return TinyV1(**kw)
+  if not config.model.startswith('mobilenet_v'):
+    raise ValueError(f'--compare-torch supports the MobileNets, not {config.model}')
+  return torch_models.like(config.model, num_classes=config.num_classes,
+                           max_width=config.width_upper, min_width=config.width_lower)
 
 
 def torch_stepper(config, threads: int):

@@ -100,6 +100,26 @@ def methods(runs: Sequence[Run]) -> Dict[str, Dict]:
   return out
 
 
+def top1_at(rows: Sequence[Dict], width: float, resolution: int) -> Optional[float]:
+  """Top-1 (%) of the row for (width, resolution), or None when the table has none."""
+  for r in rows:
+    if abs(float(r['width']) - float(width)) < 1e-6 and int(r['resolution']) == int(resolution):
+      return 100.0 * float(r['top1'])
+  return None
+
+
+def full_and_smallest(rows: Sequence[Dict], config) -> Tuple[Optional[float], Optional[float]]:
+  """Top-1 (%) of the full network (largest width at the highest resolution) and of the
+  smallest subnet the config's method trains (smallest width at its lowest resolution; none
+  for an independent network, which trains one configuration)."""
+  res = [int(r) for r in config.resolutions]
+  if config.method == 'independent':
+    return top1_at(rows, config.independent_width, config.independent_resolution), None
+  low = min(res) if config.method == 'mutualnet' else res[0]
+  return (top1_at(rows, config.width_upper, res[0]),
+          top1_at(rows, config.width_lower, low))
+
+
 def budgets(by_method: Dict[str, Dict]) -> List[float]:
   """Every cost at which some method's best choice changes (the envelopes' points)."""
   return sorted({r['mmacs'] for m in by_method.values() for r in query_table.envelope(m['rows'])})
@@ -170,6 +190,17 @@ def plot(by_method: Dict[str, Dict], path: str, title: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  draw(by_method, ax, title)
+  fig.tight_layout()
+  image = io.BytesIO()
+  fig.savefig(image, format='png')
+  plt.close(fig)
+  files.write_atomic(path, image.getvalue())
+
+
+def draw(by_method: Dict[str, Dict], ax, title: str, legend_size: int = 8) -> None:
+  """:func:`plot`'s drawing, on a given matplotlib axis (a panel of a larger figure)."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   x_end = max(r['mmacs'] for m in by_method.values() for r in m['rows'])
   colours = plt.get_cmap('tab10')
   for i, (label, m) in enumerate(by_method.items()):
@@ -198,12 +229,7 @@ def plot(by_method: Dict[str, Dict], path: str, title: str) -> None:
   ax.set_ylabel('top-1 accuracy (%)')
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  image = io.BytesIO()
-  fig.savefig(image, format='png')
-  plt.close(fig)
-  files.write_atomic(path, image.getvalue())
+  ax.legend(fontsize=legend_size)
 
 
 def compare(run_args: Sequence[str], out_dir: str,

@@ -174,6 +174,26 @@ def _to_flax(a: np.ndarray) -> np.ndarray:
   return a
 
 
+def _to_torch(a: np.ndarray) -> np.ndarray:
+  """The inverse of :func:`_to_flax`."""
+  if a.ndim == 4:
+    return np.ascontiguousarray(np.transpose(a, (3, 2, 0, 1)))
+  if a.ndim == 2:
+    return np.ascontiguousarray(a.T)
+  return a
+
+
+def to_state_dict(params: Any, model_name: str, *, num_classes: int, max_width: float = 1.0,
+                  **model_kwargs) -> Dict[str, np.ndarray]:
+  """Flax parameters -> the published layout's parameters (no running statistics): the way
+  back, so that a PyTorch twin can start from the very weights a JAX run starts from."""
+  from flax.traverse_util import flatten_dict
+  mapping, _ = layout(model_name, num_classes, max_width, **model_kwargs)
+  flat = flatten_dict(params)
+  return {key: _to_torch(np.asarray(flat[path], np.float32)) for key, (path, _) in
+          mapping.items()}
+
+
 def _numpy(v: Any) -> np.ndarray:
   if hasattr(v, 'detach'):   # a torch tensor; torch itself is never imported here
     v = v.detach().cpu().numpy()
@@ -240,8 +260,9 @@ def convert(state_dict: Mapping[str, Any], model_name: str, *, num_classes: Opti
   return {'params': unflatten_dict(flat)}
 
 
-def save_converted(workdir: str, params: Any, metadata: Mapping[str, Any]) -> str:
-  """Writes step 0 of ``workdir/checkpoints`` (items ``state`` = {'params'} and ``meta``).
+def save_converted(workdir: str, params: Any, metadata: Mapping[str, Any], step: int = 0) -> str:
+  """Writes ``step`` (default 0) of ``workdir/checkpoints`` (items ``state`` = {'params'} and
+  ``meta``).
 
   Kept small and alone so it can be re-pointed to the trainer's checkpoint helper.
   """
@@ -249,7 +270,7 @@ def save_converted(workdir: str, params: Any, metadata: Mapping[str, Any]) -> st
   path = files.absolute(os.path.join(workdir, 'checkpoints'))
   mngr = ocp.CheckpointManager(path, item_names=('state', 'meta'))
   try:
-    mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({'params': params}),
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({'params': params}),
                                          meta=ocp.args.JsonSave(dict(metadata))))
     mngr.wait_until_finished()
   finally:

@@ -103,19 +103,20 @@ def _conv_bn(max_in, max_out, width_channels, **kw):
 class DepthwiseSeparable(nn.Module):
   """MobileNet v1 block; ``body`` indices 0/1 (depthwise, BN) and 3/4 (pointwise, BN)."""
 
-  def __init__(self, base_in, base_out, stride, max_width, width_list):
+  def __init__(self, base_in, base_out, stride, max_width, width_list, divisor=8):
     super().__init__()
-    self.base_out = base_out
-    cin, cout = channels(base_in, max_width), channels(base_out, max_width)
+    self.base_out, self.divisor = base_out, divisor
+    ch = lambda base, w: make_divisible(base * w, divisor)
+    cin, cout = ch(base_in, max_width), ch(base_out, max_width)
     self.body = nn.Sequential(
-        *_conv_bn(cin, cin, [channels(base_in, w) for w in width_list], stride=stride,
+        *_conv_bn(cin, cin, [ch(base_in, w) for w in width_list], stride=stride,
                   depthwise=True),
-        *_conv_bn(cin, cout, [channels(base_out, w) for w in width_list], kernel_size=1))
+        *_conv_bn(cin, cout, [ch(base_out, w) for w in width_list], kernel_size=1))
 
   def forward(self, x, width):
     b = self.body
     x = F.relu6(b[1](b[0](x)))
-    return F.relu6(b[4](b[3](x, channels(self.base_out, width))))
+    return F.relu6(b[4](b[3](x, make_divisible(self.base_out * width, self.divisor))))
 
 
 class InvertedResidual(nn.Module):
@@ -154,25 +155,35 @@ class _Slimmable(nn.Module):
 
 
 class MobileNetV1(_Slimmable):
-  """``features.0`` stem, ``features.1..13`` blocks, ``classifier.0`` linear."""
+  """``features.0`` stem, ``features.1..13`` blocks, ``classifier.0`` linear.
 
-  def __init__(self, num_classes=1000, max_width=1.0, min_width=0.25, width_list=(0.25, 1.0)):
+  ``blocks``, ``stem_channels``, ``stem_stride`` and ``divisor`` (the channel rounding) default
+  to the reference's; :func:`like` takes them from a registered Flax model (the tiny and small
+  v1 of the demo and the comparisons).
+  """
+
+  def __init__(self, num_classes=1000, max_width=1.0, min_width=0.25, width_list=(0.25, 1.0),
+               blocks=V1_BLOCKS, stem_channels=32, stem_stride=2, divisor=8):
     super().__init__()
     self.max_width, self.min_width = max_width, min_width
-    stem = nn.Sequential(*_conv_bn(3, channels(32, max_width),
-                                   [channels(32, w) for w in width_list], stride=2))
-    feats, base_in = [stem], 32
-    for c, n, s in V1_BLOCKS:
+    self.stem_channels, self.divisor = stem_channels, divisor
+    ch = lambda base, w: make_divisible(base * w, divisor)
+    stem = nn.Sequential(*_conv_bn(3, ch(stem_channels, max_width),
+                                   [ch(stem_channels, w) for w in width_list],
+                                   stride=stem_stride))
+    feats, base_in = [stem], stem_channels
+    for c, n, s in blocks:
       for i in range(n):
-        feats.append(DepthwiseSeparable(base_in, c, s if i == 0 else 1, max_width, width_list))
+        feats.append(DepthwiseSeparable(base_in, c, s if i == 0 else 1, max_width, width_list,
+                                        divisor))
         base_in = c
     self.features = nn.Sequential(*feats)
-    self.classifier = nn.Sequential(SlimLinear(channels(base_in, max_width), num_classes))
+    self.classifier = nn.Sequential(SlimLinear(ch(base_in, max_width), num_classes))
 
   def forward(self, x, width=1.0):
     self._check(width)
     stem = self.features[0]
-    x = F.relu6(stem[1](stem[0](x, channels(32, width))))
+    x = F.relu6(stem[1](stem[0](x, make_divisible(self.stem_channels * width, self.divisor))))
     for block in self.features[1:]:
       x = block(x, width)
     return self.classifier[0](x.mean((2, 3)))
@@ -356,6 +367,24 @@ def create(name: str, **kwargs) -> nn.Module:
   if name not in REGISTRY:
     raise ValueError(f'unknown torch model {name!r}; known: {", ".join(sorted(REGISTRY))}')
   return REGISTRY[name](**kwargs)
+
+
+_V1_ARCHITECTURE = ('blocks', 'stem_channels', 'stem_stride', 'divisor')
+
+
+def like(model_name: str, **kwargs) -> nn.Module:
+  """The PyTorch network of the project's registered Flax model ``model_name``.
+
+  A MobileNet v1 variant (``mobilenet_v1_tiny``, ``mobilenet_v1_small``) takes its blocks, stem
+  and channel rounding from the Flax registry entry; the other names are this module's
+  :data:`REGISTRY`. ``kwargs``: ``num_classes``, ``max_width``, ``min_width``, ``width_list``.
+  """
+  from mutualnet_jax import models   # pylint: disable=g-import-not-at-top
+  entry = models.REGISTRY.get(model_name)
+  if entry is not None and getattr(entry, 'func', None) is models.MobileNetV1:
+    arch = {k: entry.keywords[k] for k in _V1_ARCHITECTURE if k in entry.keywords}
+    return MobileNetV1(**arch, **kwargs)
+  return create(model_name, **kwargs)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
