@@ -185,15 +185,17 @@ def cached_calibration(workdir: str, model, params, width: float, resolution: in
   return stats
 
 
-def host_calibration_batches(config, resolutions=None) -> list:
-  """The calibration set (config.calib_images, training augmentation), decoded once.
+def host_calibration_batches(config, resolutions=None, num_images=None) -> list:
+  """The calibration set (``num_images``, default config.calib_images, training
+  augmentation), decoded once.
 
   Kept as host numpy batches (every resolution: ``resolutions``, default the evaluation
   grid's), so every (width, resolution) reuses them; drop remainder, so no padded row enters
   the statistics.
   """
   from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  ds = pipeline.create_calibration_dataset(config, int(config.calib_images),
+  num_images = int(config.calib_images if num_images is None else num_images)
+  ds = pipeline.create_calibration_dataset(config, num_images,
                                            int(config.calib_batch_size),
                                            resolutions=resolutions)
   batches = []
