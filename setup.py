@@ -9,9 +9,11 @@ setup(
     packages=find_packages(include=['mutualnet_jax', 'mutualnet_jax.*']),
     python_requires='>=3.10',
     install_requires=[
-        'jax>=0.8,<0.11',
+        # No upper cap: a TPU user's newer JAX (and its libtpu) must not be downgraded. CPU CI
+        # runs 0.10.2 (the newest for Python 3.11); see README, "Versions".
+        'jax>=0.8',
         'flax>=0.10',
-        'optax>=0.2.4',
+        'optax>=0.2.5',               # optax.tree.norm
         'orbax-checkpoint>=0.11',
         'etils[epath]',
         'ml-collections>=1.0',

@@ -1,8 +1,9 @@
 """Command line: ``python -m mutualnet_jax.main --config=configs/mbv1.py --workdir=DIR [--mode=eval]``.
 
-Flags only; the work happens in :func:`mutualnet_jax.evaluation.during_training.train_and_evaluate`
-(training, evaluating a few subnets every ``config.eval_every_steps`` steps) and :func:`mutualnet_jax.evaluation.evaluator.evaluate_grid` (BN calibration and the
-query table).
+Flags only; the work happens in
+:func:`mutualnet_jax.evaluation.during_training.train_and_evaluate` (training, evaluating a few
+subnets every ``config.eval_every_steps`` steps) and
+:func:`mutualnet_jax.evaluation.evaluator.evaluate_grid` (BN calibration and the query table).
 """
 
 import logging as std_logging

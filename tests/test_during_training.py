@@ -30,8 +30,9 @@ print(json.dumps({'steps': [int(with_eval.step), int(without.step)],
 
 def _scalars(workdir):
   """{tag: {step: value}} of every scalar in the workdir's TensorBoard event files."""
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tensorboard.backend.event_processing import event_accumulator
   acc = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0, 'scalars': 0})
   acc.Reload()
   out = {}

@@ -148,6 +148,15 @@ def sibling(config_file: str, name: str, *args) -> ml_collections.ConfigDict:
   return module.get_config(*args)
 
 
+def on_tpu(c: ml_collections.ConfigDict, steps_per_epoch: int) -> ml_collections.ConfigDict:
+  """``c`` as a TPU run: bfloat16 compute (flax's ImageNet example's half precision) and
+  evaluation during training once an epoch (``steps_per_epoch``: the training split over the
+  global batch)."""
+  c.compute_dtype = 'bfloat16'
+  c.eval_every_steps = int(steps_per_epoch)
+  return c
+
+
 def plain(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``c`` as plain training: its full network alone at its highest resolution, same recipe."""
   c.method = 'independent'

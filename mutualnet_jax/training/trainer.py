@@ -77,8 +77,9 @@ def steps_for(config, num_train_examples: int):
 class _ProfileWindow:
   """A profiler trace of steps [first, last) (``config.profile_steps``) into ``logdir``.
 
-  Every process records its own trace (files named by host). The window is closed after the
-  last step's work has finished, so the trace holds whole steps.
+  Every process records its own trace (files named by host) in jax.profiler's layout,
+  ``logdir/plugins/profile/<run>/``, which TensorBoard's profile plugin reads. The window is
+  closed after the last step's work has finished, so the trace holds whole steps.
   """
 
   def __init__(self, window: Sequence[int], logdir: str):
@@ -88,7 +89,8 @@ class _ProfileWindow:
   def before_step(self, step: int) -> None:
     if not self.done and not self.active and self.first <= step < self.end:
       logging.info('Profiling steps %d..%d into %s.', step, self.end, self.logdir)
-      jax.profiler.start_trace(self.logdir)
+      # Also a Perfetto trace (perfetto_trace.json.gz), which ui.perfetto.dev opens as it is.
+      jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)
       self.active = True
 
   def after_step(self, steps_done: int, state) -> None:
@@ -251,10 +253,12 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
         check_finite(state, config)
         checkpointing.save(manager, step + 1, state, meta, force=True)
       if not preemption.requested:   # a preempted host has seconds: no evaluation then
+        t_hooks = time.perf_counter()
         for hook in hooks:
           scalars = hook(step + 1, state, step + 1 == end_step)
           if scalars:
             writer.write_scalars(step + 1, dict(scalars))
+        t_log += time.perf_counter() - t_hooks   # images_per_second counts training only
       if preemption.requested:
         break
   finally:
