@@ -98,3 +98,16 @@ def test_bfloat16_kernels_keep_state_float32_and_reduce_in_float32():
     assert reduces and set(reduces) == {'f32'}, reduces
   finally:
     kernels.close()
+
+
+def test_calibration_and_evaluation_follow_the_training_dtype_unless_told():
+  from mutualnet_jax.evaluation import calibration  # pylint: disable=g-import-not-at-top
+  c = common.tiny_config(compute_dtype='bfloat16')
+  assert models.from_config(c).dtype == 'bfloat16'
+  assert models.from_config(c, inference=True).dtype == 'bfloat16'
+  assert calibration.calibration_tag(c, 5)['compute_dtype'] == 'bfloat16'
+  c.eval_dtype = 'float32'
+  assert models.from_config(c).dtype == 'bfloat16'   # training is unchanged
+  assert models.from_config(c, inference=True).dtype == 'float32'
+  # float32 statistics keep the tag they had before compute dtypes existed (caches stay valid).
+  assert 'compute_dtype' not in calibration.calibration_tag(c, 5)
