@@ -7,11 +7,13 @@ setup(
     version='0.1.0',
     description='MutualNet: width-resolution mutual learning for slimmable networks, in JAX.',
     packages=find_packages(include=['mutualnet_jax', 'mutualnet_jax.*']),
-    python_requires='>=3.10',
+    python_requires='>=3.11',       # JAX 0.7 and later need it (0.11 and later: 3.12)
     install_requires=[
-        'jax>=0.8,<0.11',
+        # No upper cap: a TPU user's newer JAX (and its libtpu) must not be downgraded. CPU CI
+        # runs 0.10.2 (the newest for Python 3.11); see README, "Versions".
+        'jax>=0.8',
         'flax>=0.10',
-        'optax>=0.2.4',
+        'optax>=0.2.5',               # optax.tree.norm
         'orbax-checkpoint>=0.11',
         'etils[epath]',
         'ml-collections>=1.0',

@@ -32,6 +32,8 @@ def get_config():
   c.checkpoint_every_steps = 100
   c.calib_images = 512
   c.calib_batch_size = 128
+  c.eval_every_steps = 100       # and at the end: w1.0@32 and w0.25@16 (BENCHMARKS: its cost)
+  c.eval_calib_images = 256
   c.eval_batch_size = 96         # divisible by 8 devices (a TPU v2-8/v3-8)
   c.latency_batch_sizes = (1, 96)
   c.latency_repeats = 5

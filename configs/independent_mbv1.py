@@ -16,4 +16,4 @@ def get_config():
   c.method = 'independent'
   c.independent_width = 1.0
   c.independent_resolution = 224
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=1251)   # ImageNet at batch 1024

@@ -11,4 +11,4 @@ from mutualnet_jax.config import defaults
 
 
 def get_config():
-  return defaults.get_config()
+  return defaults.on_tpu(defaults.get_config(), steps_per_epoch=1251)   # 1,281,167 / 1024

@@ -13,4 +13,4 @@ def get_config():
   c = defaults.get_config()
   c.width_lower, c.width_upper = 1.0, 2.0
   c.resolutions = (320, 288, 256, 224)
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=1251)   # ImageNet at batch 1024

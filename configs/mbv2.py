@@ -13,4 +13,4 @@ def get_config():
   c = defaults.get_config()
   c.model = 'mobilenet_v2'
   c.width_lower = 0.7
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=1251)   # ImageNet at batch 1024

@@ -22,4 +22,4 @@ def get_config():
   c.base_lr = 0.2 * 1024 / 512   # lr 0.2 at batch 512
   c.num_epochs = 120
   c.crop_scale = (0.08, 1.0)
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=2502)   # ImageNet at batch 512

@@ -20,4 +20,4 @@ def get_config():
   c.num_epochs = 100
   c.init_checkpoint = ''         # required: set --config.init_checkpoint
   c.checkpoint_every_steps = 500
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=195)   # 50,000 / 256

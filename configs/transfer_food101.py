@@ -14,4 +14,5 @@ def get_config():
   c.dataset = 'food101'
   c.eval_split = 'validation'
   c.num_classes = 101
+  c.eval_every_steps = 295       # an epoch: 75,750 / 256
   return c

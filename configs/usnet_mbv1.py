@@ -18,4 +18,4 @@ from mutualnet_jax.config import defaults
 def get_config():
   c = defaults.get_config()
   c.method = 'usnet'
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=1251)   # ImageNet at batch 1024

@@ -15,4 +15,4 @@ def get_config():
   c.global_batch_size = 512
   c.base_lr = 0.01 * 1024 / 512   # lr 0.01 at batch 512
   c.num_epochs = 100
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=2502)   # ImageNet at batch 512

@@ -39,4 +39,6 @@ def get_config():
   c.calib_batch_size = 256
   c.eval_batch_size = 200
   c.eval_width_step = 0.1        # evaluates 0.9 and 1.0
+  c.compute_dtype = 'float32'    # a CPU run (README): bfloat16 is for TPUs
+  c.eval_every_steps = 0
   return c

@@ -33,4 +33,4 @@ def get_config():
   c.eval_batch_size = 200        # divides the 10,000 test images
   c.log_every_steps = 100
   c.checkpoint_every_steps = 2000
-  return c
+  return defaults.on_tpu(c, steps_per_epoch=390)   # 50,000 / 128

@@ -28,8 +28,8 @@ import time
 # because the trainer runs from the copy of the repository on each worker.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Matches setup.py's `jax>=0.8,<0.11`, so pip does not pull a newer jax.
-JAX_TPU_SPEC = 'jax[tpu]>=0.8,<0.11'
+# Matches setup.py's `jax>=0.8` (no upper cap): the newest JAX with its TPU library.
+JAX_TPU_SPEC = 'jax[tpu]>=0.8'
 
 # Recommended TPU software versions for JAX, per TPU generation.
 RUNTIME_VERSIONS = {

@@ -9,7 +9,8 @@ The folders are the architecture; each may import only the ones listed before it
   data/        data sources, per-resolution preprocessing, the tf.data pipeline
   training/    the paper's step (mutualnet.py), its compiled kernels, optimiser, checkpoints,
                and the trainer
-  evaluation/  BN calibration, FLOPs, the query table, the grid evaluator
+  evaluation/  BN calibration, FLOPs, the query table, the grid evaluator, evaluation during
+               training
   interop/     export to TF/TFLite, PyTorch checkpoint import and the PyTorch twin networks
 
 The modules at this level are the command-line tools: ``python -m mutualnet_jax.main`` (train,

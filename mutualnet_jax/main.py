@@ -1,8 +1,9 @@
 """Command line: ``python -m mutualnet_jax.main --config=configs/mbv1.py --workdir=DIR [--mode=eval]``.
 
-Flags only; the work happens in :func:`mutualnet_jax.training.trainer.train_and_evaluate`
-(training) and :func:`mutualnet_jax.evaluation.evaluator.evaluate_grid` (BN calibration and the
-query table).
+Flags only; the work happens in
+:func:`mutualnet_jax.evaluation.during_training.train_and_evaluate` (training, evaluating a few
+subnets every ``config.eval_every_steps`` steps) and
+:func:`mutualnet_jax.evaluation.evaluator.evaluate_grid` (BN calibration and the query table).
 """
 
 import logging as std_logging
@@ -38,8 +39,8 @@ def main(argv):
   logging.info('Config:\n%s', FLAGS.config)
   # pylint: disable=g-import-not-at-top
   if FLAGS.mode in ('train', 'train_and_eval'):
-    from mutualnet_jax.training import trainer
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    from mutualnet_jax.evaluation import during_training
+    during_training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if FLAGS.mode in ('eval', 'train_and_eval'):
     from mutualnet_jax.evaluation import evaluator
     evaluator.evaluate_grid(FLAGS.config, FLAGS.workdir)

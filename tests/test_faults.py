@@ -358,6 +358,13 @@ BAD = {
     'mode': ({'mode': 'sandwich'}, "unknown 'sandwich'"),
     'calibration': ({'calib_images': 8}, 'below one calibration batch'),
     'init_checkpoint': ({'init_checkpoint': '/nonexistent/run'}, '/nonexistent/run'),
+    'compute_dtype': ({'compute_dtype': 'float16'}, "compute_dtype: unknown 'float16'"),
+    'eval_dtype': ({'eval_dtype': 'bf16'}, "eval_dtype: unknown 'bf16'"),
+    'eval_every': ({'eval_every_steps': -1}, 'eval_every_steps'),
+    'eval_calib': ({'eval_every_steps': 2, 'eval_calib_images': 8}, 'eval_calib_images'),
+    'eval_subnet': ({'eval_every_steps': 2, 'eval_subnets': ((0.25, 16),)},
+                    'eval_subnets: width 0.25'),
+    'profile': ({'profile_steps': (3, 3)}, 'profile_steps'),
 }
 
 

@@ -68,9 +68,50 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
   if config.calib_images < config.calib_batch_size:
     p.append(f'calib_images: {config.calib_images} is below one calibration batch '
              f'({config.calib_batch_size})')
+  p += _precision_problems(config)
+  p += _during_training_problems(config)
   if config.init_checkpoint and not config.init_checkpoint.startswith('gs://') and not (
       os.path.exists(config.init_checkpoint)):
     p.append(f'init_checkpoint: {config.init_checkpoint} does not exist')
+  return p
+
+
+def _precision_problems(config) -> List[str]:
+  p = []
+  dtype = config.get('compute_dtype', 'float32')
+  if dtype not in models.COMPUTE_DTYPES:
+    p.append(f'compute_dtype: unknown {dtype!r}; known: {", ".join(models.COMPUTE_DTYPES)}')
+  eval_dtype = config.get('eval_dtype', '')
+  if eval_dtype and eval_dtype not in models.COMPUTE_DTYPES:
+    p.append(f'eval_dtype: unknown {eval_dtype!r}; known: \'\' (follow compute_dtype), '
+             f'{", ".join(models.COMPUTE_DTYPES)}')
+  return p
+
+
+def _during_training_problems(config) -> List[str]:
+  """Evaluation during training and the profiler window."""
+  p = []
+  every = config.get('eval_every_steps', 0)
+  if every < 0:
+    p.append(f'eval_every_steps: {every} must be >= 0 (0: no evaluation during training)')
+  if every > 0:
+    calib, batch = config.eval_calib_images, config.calib_batch_size
+    if calib < batch:
+      p.append(f'eval_calib_images: {calib} is below one calibration batch ({batch})')
+    if config.eval_num_examples < 0:
+      p.append(f'eval_num_examples: {config.eval_num_examples} must be >= 0 (0: all)')
+    lower, upper = grids.model_width_range(config)
+    for subnet in config.eval_subnets:
+      if len(subnet) != 2:
+        p.append(f'eval_subnets: {subnet!r} is not a (width, resolution) pair')
+      elif not models.width_in_range(float(subnet[0]), lower, upper):
+        p.append(f'eval_subnets: width {subnet[0]} is outside the model\'s range '
+                 f'[{lower}, {upper}]')
+      elif int(subnet[1]) <= 0:
+        p.append(f'eval_subnets: resolution {subnet[1]} must be positive')
+  window = tuple(config.get('profile_steps', ()) or ())
+  if window and (len(window) != 2 or not 0 <= window[0] < window[1]):
+    p.append(f'profile_steps: {window!r} must be () or (first, last) with 0 <= first < last')
   return p
 
 

@@ -72,6 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.weight_decay_on = 'kernels'
   c.warmup_epochs = 0.0
   c.seed = 0
+  # Compute dtype of convolutions, matmuls and activations: 'float32' | 'bfloat16' (flax's
+  # ImageNet example's half precision). Parameters, optimiser state, BN statistics, the losses
+  # and the gradient all-reduce stay float32 either way. The TPU configs set 'bfloat16'.
+  c.compute_dtype = 'float32'
   # A resume refuses a changed training field (checkpointing.TRAINED_FIELDS) unless named here,
   # comma-separated (e.g. 'num_epochs,base_lr'): for the rare deliberate change of recipe.
   c.accept_config_changes = ''
@@ -86,6 +90,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.compilation_cache_dir = ''  # '' -> ~/.cache/mutualnet_jax/jax_cache; 'none' disables
   c.precompile_grid = True     # compile every subnet kernel ahead of use on background threads
+  # Profiler trace of training steps [first, last) into WORKDIR/profile (TensorBoard's profile
+  # plugin or Perfetto open it; see README), e.g. (100, 105); () records nothing.
+  c.profile_steps = ()
+
+  # Evaluation during training (evaluation/during_training.py): every eval_every_steps steps
+  # (0: off) and at the end of training, each subnet (width, resolution) of eval_subnets
+  # (default (): the largest width at the highest resolution and the smallest width at the
+  # lowest) gets BN statistics from eval_calib_images training images and is measured on
+  # eval_num_examples images of eval_split (0: all), written as eval/top1/w{w}_r{r} and
+  # eval/top5/w{w}_r{r}. The TPU configs evaluate about once an epoch.
+  c.eval_every_steps = 0
+  c.eval_subnets = ()
+  c.eval_calib_images = 1024
+  c.eval_num_examples = 0
 
   # BN post-statistics and the query table (mode=eval).
   c.calib_images = 2048
@@ -98,6 +116,8 @@ def get_config() -> ml_collections.ConfigDict:
   # eval_resolutions=(224, 192, 160, 128).
   c.eval_widths = ()
   c.eval_resolutions = ()
+  # Compute dtype of BN calibration, evaluation and export: '' follows compute_dtype.
+  c.eval_dtype = ''
   c.query_table_dir = ''       # '' -> the workdir; a relative path is taken inside the workdir
   c.latency_batch_sizes = (1, 64)
   c.latency_repeats = 10
@@ -130,6 +150,15 @@ def sibling(config_file: str, name: str, *args) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(*args)
+
+
+def on_tpu(c: ml_collections.ConfigDict, steps_per_epoch: int) -> ml_collections.ConfigDict:
+  """``c`` as a TPU run: bfloat16 compute (flax's ImageNet example's half precision) and
+  evaluation during training once an epoch (``steps_per_epoch``: the training split over the
+  global batch)."""
+  c.compute_dtype = 'bfloat16'
+  c.eval_every_steps = int(steps_per_epoch)
+  return c
 
 
 def plain(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

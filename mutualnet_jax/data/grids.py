@@ -64,6 +64,18 @@ def data_resolutions(config, resolutions=None) -> Tuple[int, ...]:
   return tuple(sorted(res | {max(train_resolutions(config)[0], *res)}, reverse=True))
 
 
+def watched_subnets(config) -> Tuple[Tuple[float, int], ...]:
+  """The (width, resolution) pairs evaluated during training: ``eval_subnets`` when set, else
+  the two ends of what the run trains (the largest width at the highest resolution, the
+  smallest at the lowest); an ``independent`` run's one configuration."""
+  if config.get('eval_subnets'):
+    return tuple((float(w), int(r)) for w, r in config.eval_subnets)
+  res = train_resolutions(config)
+  if config.method == 'independent':
+    return ((float(config.independent_width), res[0]),)
+  return ((float(config.width_upper), res[0]), (float(config.width_lower), res[-1]))
+
+
 def eval_grid(config) -> Tuple[Tuple[float, ...], Tuple[int, ...]]:
   """(widths, resolutions) of the query table of a run trained with ``config``."""
   return eval_widths(config), eval_resolutions(config)

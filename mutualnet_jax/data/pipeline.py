@@ -249,17 +249,21 @@ def create_calibration_dataset(config, num_images, batch_size, *, process_index=
 
 
 def create_eval_dataset(config, *, split=None, batch_size=None, process_index=None,
-                        process_count=None, resolutions=None):
+                        process_count=None, resolutions=None, num_examples=0):
   """Finite per-host eval batches; padding rows have mask 0, and all hosts run as many batches.
 
   batch_size (default config.eval_batch_size) is global. Undecodable images get mask 0.
   resolutions: those to serve, default the evaluation grid's (``grids.data_resolutions``).
+  num_examples > 0: only the first ``num_examples`` of the split (each host its share).
   """
   pi, pc = _process(process_index, process_count)
   split = split or config.eval_split
   per_host = _per_host(batch_size or config.eval_batch_size, pc)
   source = open_source(config)
   base, sizes = source.share(split, pi, pc, drop_remainder=False)
+  if num_examples > 0:
+    limit = math.ceil(num_examples / pc)
+    base, sizes = base.take(limit), [min(s, limit) for s in sizes]
   num_batches = math.ceil(max(sizes) / per_host)
   resolutions = grids.data_resolutions(config, resolutions)
   size = resolutions[0]

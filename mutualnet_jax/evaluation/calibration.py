@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mutualnet_jax import models
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.models.slimmable import BATCH_STATS
@@ -158,7 +159,8 @@ def calibration_tag(config, step: int, resolutions=None) -> Dict:
   """What the statistics depend on besides (width, resolution): checkpoint and data.
 
   ``resolutions``: those calibrated together; when one is above the highest training
-  resolution, the images are cropped at it (``grids.data_resolutions``), and the tag says so.
+  resolution, the images are cropped at it (``grids.data_resolutions``), and the tag says so,
+  as it says a compute dtype other than float32.
   """
   tag = {'step': int(step), 'calib_images': int(config.calib_images),
          'calib_batch_size': int(config.calib_batch_size), 'dataset': str(config.dataset),
@@ -166,6 +168,9 @@ def calibration_tag(config, step: int, resolutions=None) -> Dict:
   crop = grids.data_resolutions(config, resolutions)[0]
   if crop != grids.train_resolutions(config)[0]:
     tag['crop'] = int(crop)
+  dtype = models.compute_dtype(config, inference=True)
+  if dtype != 'float32':   # statistics of a bfloat16 network are not a float32 one's
+    tag['compute_dtype'] = dtype
   return tag
 
 
@@ -185,15 +190,17 @@ def cached_calibration(workdir: str, model, params, width: float, resolution: in
   return stats
 
 
-def host_calibration_batches(config, resolutions=None) -> list:
-  """The calibration set (config.calib_images, training augmentation), decoded once.
+def host_calibration_batches(config, resolutions=None, num_images=None) -> list:
+  """The calibration set (``num_images``, default config.calib_images, training
+  augmentation), decoded once.
 
   Kept as host numpy batches (every resolution: ``resolutions``, default the evaluation
   grid's), so every (width, resolution) reuses them; drop remainder, so no padded row enters
   the statistics.
   """
   from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  ds = pipeline.create_calibration_dataset(config, int(config.calib_images),
+  num_images = int(config.calib_images if num_images is None else num_images)
+  ds = pipeline.create_calibration_dataset(config, num_images,
                                            int(config.calib_batch_size),
                                            resolutions=resolutions)
   batches = []

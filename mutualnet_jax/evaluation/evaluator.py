@@ -100,7 +100,8 @@ def measure_latency(model, variables, width: float, resolution: int, batch_size:
   return statistics.median(times)
 
 
-def _eval_set_bytes(resolutions, num_examples: int) -> int:
+def eval_set_bytes(resolutions, num_examples: int) -> int:
+  """Host memory of ``num_examples`` decoded float32 images at each of ``resolutions``."""
   return num_examples * sum(3 * 4 * int(r) ** 2 for r in resolutions)
 
 
@@ -159,7 +160,7 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
 
   _, num_eval, _ = pipeline.dataset_info(config)
   eval_ds = pipeline.create_eval_dataset(config, resolutions=resolutions)
-  cache_eval = _eval_set_bytes(data_res, num_eval) <= float(config.eval_cache_gb) * 1e9
+  cache_eval = eval_set_bytes(data_res, num_eval) <= float(config.eval_cache_gb) * 1e9
   if cache_eval:
     t0 = time.perf_counter()
     eval_host = list(eval_ds.as_numpy_iterator())

@@ -10,6 +10,11 @@ export needs no knowledge of slimmable training. OUT receives:
   saved_model/        TensorFlow SavedModel, signature ``serving_default(images NHWC float32)``
   model.tflite        TFLite flatbuffer (float32, batch 1)
 
+The JAX side (``load_exported``) computes in the dtype recorded in the spec: the run's
+inference dtype (``models.compute_dtype(config, inference=True)``, i.e. the training dtype
+unless ``eval_dtype`` says otherwise). The SavedModel and TFLite model compute in float32
+whatever the run trained in: TFLite has no bfloat16 kernels, and the weights are float32 anyway.
+
 TF/TFLite go through ``jax.experimental.jax2tf`` (native serialization: the graph is one
 XlaCallModule op holding StableHLO, which the TFLite converter of TF 2.21 lowers to TFLite
 builtins). The export checks the TFLite model against JAX on a random batch and reports the
@@ -33,10 +38,11 @@ SPEC = 'spec.json'
 VARIABLES = 'variables.msgpack'
 
 
-def fixed_model(name: str, num_classes: int, width: float, layer_forms: str = 'auto'):
+def fixed_model(name: str, num_classes: int, width: float, layer_forms: str = 'auto',
+                dtype: str = 'float32'):
   """The architecture at one width: parameters allocated at exactly the subnet's channels."""
   return models.create(name, num_classes=num_classes, max_width=width, min_width=width,
-                       layer_forms=layer_forms)
+                       layer_forms=layer_forms, dtype=dtype)
 
 
 def slice_params(slim_params, model, resolution: int) -> Dict:
@@ -72,7 +78,8 @@ def load_exported(path: str) -> Tuple[Callable, Dict, Dict]:
     spec = json.load(f)
   with open(os.path.join(path, VARIABLES), 'rb') as f:
     variables = flax.serialization.msgpack_restore(f.read())
-  model = fixed_model(spec['model'], spec['num_classes'], spec['width'])
+  model = fixed_model(spec['model'], spec['num_classes'], spec['width'],
+                      dtype=spec.get('compute_dtype', 'float32'))
   width = model.max_width
   apply_fn = jax.jit(lambda v, x: model.apply(v, x, width=width, train=False))
   return apply_fn, variables, spec
@@ -85,7 +92,7 @@ def export_fixed(out: str, model_name: str, num_classes: int, slim_params, batch
   params = slice_params(slim_params, model, resolution)
   spec = {'model': model_name, 'width': float(width), 'resolution': int(resolution),
           'num_classes': int(num_classes), 'input': 'NHWC float32, ImageNet-normalised RGB',
-          **(extra_spec or {})}
+          'compute_dtype': 'float32', **(extra_spec or {})}
   save_exported(out, {'params': params, 'batch_stats': batch_stats}, spec)
   return spec
 
@@ -165,7 +172,7 @@ def _stats_for(workdir, params, meta, step, width, resolution, config):
                      '--config so they can be calibrated.')
   from mutualnet_jax.runtime import parallel  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
-  model = models.from_config(config)
+  model = models.from_config(config, inference=True)
   return calibration.cached_calibration(
       workdir, model, params, width, resolution, mesh, tag=tag,
       batches_fn=lambda: calibration.to_device(
@@ -184,8 +191,12 @@ def export_from_workdir(workdir: str, width: float, resolution: int, out: str, c
     raise ExportError(f'width {width} is outside the trained range '
                      f'[{lower}, {meta["max_width"]}]')
   stats = _stats_for(workdir, params, meta, step, width, resolution, config)
+  # The run's inference dtype: from the config, else the one the checkpoint was trained in.
+  dtype = (models.compute_dtype(config, inference=True) if config is not None
+           else meta.get('config', {}).get('compute_dtype', 'float32'))
   spec = export_fixed(out, meta['model'], meta['num_classes'], params, stats, width,
-                      resolution, {'checkpoint_step': int(step), 'workdir': workdir})
+                      resolution, {'checkpoint_step': int(step), 'workdir': workdir,
+                                   'compute_dtype': dtype})
   result = {'spec': spec}
   if tensorflow:
     result.update(to_tensorflow(out))

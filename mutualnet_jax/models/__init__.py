@@ -12,8 +12,8 @@ import flax.linen as nn
 from mutualnet_jax.models.mobilenet_v1 import MobileNetV1
 from mutualnet_jax.models.mobilenet_v2 import MobileNetV2
 from mutualnet_jax.models.resnet import ResNet
-from mutualnet_jax.models.slimmable import (MissingStatisticsError, channels, make_divisible,
-                                             width_grid, width_in_range)
+from mutualnet_jax.models.slimmable import (COMPUTE_DTYPES, MissingStatisticsError, channels,
+                                             make_divisible, width_grid, width_in_range)
 from mutualnet_jax.models.vgg import VGG
 from mutualnet_jax.models.wideresnet import WideResNet
 
@@ -47,7 +47,8 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
   """The registered module ``name``, with parameters allocated at ``max_width``.
 
   kwargs: ``min_width`` (lowest width the module accepts), ``layer_forms`` (see
-  :mod:`mutualnet_jax.models.layer_forms`; ``depthwise_impl`` is its old name), ``axis_name``.
+  :mod:`mutualnet_jax.models.layer_forms`; ``depthwise_impl`` is its old name), ``axis_name``,
+  ``dtype`` (the compute dtype, one of ``COMPUTE_DTYPES``; parameters are float32 either way).
   """
   if name not in REGISTRY:
     raise ValueError(f'unknown model {name!r}; known: {", ".join(sorted(REGISTRY))}')
@@ -63,8 +64,14 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
   return REGISTRY[name](num_classes=num_classes, max_width=max_width, **kwargs)
 
 
-def from_config(config, axis_name: Optional[str] = None) -> nn.Module:
-  """The config's model (``model``, ``num_classes``, width range, ``xla_cpu.layer_forms``).
+def from_config(config, axis_name: Optional[str] = None, *,
+                inference: bool = False) -> nn.Module:
+  """The config's model (``model``, ``num_classes``, width range, ``xla_cpu.layer_forms``,
+  compute dtype).
+
+  The compute dtype is ``config.compute_dtype``; with ``inference`` (BN calibration,
+  evaluation, export) it is ``config.eval_dtype`` when set, so a network trained in bfloat16 is
+  evaluated in bfloat16 unless told otherwise.
 
   An ``independent`` run trains one width, which need not lie in [width_lower, width_upper]:
   its model accepts widths from ``independent_width`` up (parameters stay allocated at
@@ -74,8 +81,15 @@ def from_config(config, axis_name: Optional[str] = None) -> nn.Module:
   if config.get('method') == 'independent':
     lower = config.independent_width
   return create(config.model, num_classes=config.num_classes, max_width=config.width_upper,
-                min_width=lower, layer_forms=config.xla_cpu.layer_forms, axis_name=axis_name)
+                min_width=lower, layer_forms=config.xla_cpu.layer_forms, axis_name=axis_name,
+                dtype=compute_dtype(config, inference))
 
 
-__all__ = ['REGISTRY', 'create', 'from_config', 'make_divisible', 'channels',
-           'MissingStatisticsError', 'width_grid', 'width_in_range']
+def compute_dtype(config, inference: bool = False) -> str:
+  """The dtype the config's network computes in: training's, or inference's (see from_config)."""
+  train = config.get('compute_dtype', 'float32')
+  return (config.get('eval_dtype', '') or train) if inference else train
+
+
+__all__ = ['REGISTRY', 'COMPUTE_DTYPES', 'compute_dtype', 'create', 'from_config',
+           'make_divisible', 'channels', 'MissingStatisticsError', 'width_grid', 'width_in_range']

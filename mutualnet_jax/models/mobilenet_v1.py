@@ -26,11 +26,13 @@ class MobileNetV1(nn.Module):
   divisor: int = 8                  # channel counts round to multiples of this (reference: 8)
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None   # set for synchronised BN across a mapped axis
+  dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'MobileNetV1')
     slimmable.check_images(x, 'MobileNetV1')
+    x = slimmable.to_compute_dtype(x, self.dtype)
     ch = lambda base, w: slimmable.make_divisible(base * w, self.divisor)
     unit = lambda **kw: slimmable.ConvBNReLU(
         layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)

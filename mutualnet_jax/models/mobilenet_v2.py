@@ -54,11 +54,13 @@ class MobileNetV2(nn.Module):
   min_width: float = 0.7
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
+  dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'MobileNetV2')
     slimmable.check_images(x, 'MobileNetV2')
+    x = slimmable.to_compute_dtype(x, self.dtype)
     ch = slimmable.channels
     unit = lambda **kw: slimmable.ConvBNReLU(
         layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)

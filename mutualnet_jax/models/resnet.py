@@ -65,11 +65,13 @@ class ResNet(nn.Module):
   stages: Sequence = STAGES
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
+  dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'ResNet')
     slimmable.check_images(x, 'ResNet')
+    x = slimmable.to_compute_dtype(x, self.dtype)
     x = slimmable.ConvBNReLU(3, channels(STEM_CHANNELS, self.max_width, MID_RATIO),
                              kernel_size=7, stride=2, activation='relu',
                              layer_forms=self.layer_forms, axis_name=self.axis_name,

@@ -224,5 +224,22 @@ def check_images(x: Array, name: str) -> None:
                      f'got shape {x.shape}')
 
 
+# Compute dtypes a model accepts (``dtype`` of every model; ``config.compute_dtype``).
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def to_compute_dtype(x: Array, dtype: str) -> Array:
+  """The images in the model's compute dtype, from which every layer takes its dtype.
+
+  Mixed precision as flax's ImageNet example does it: parameters stay float32 and each layer
+  casts its (sliced) kernel to the activations' dtype, so convolutions, matmuls and activations
+  run in bfloat16 while batch-norm statistics are computed in float32 (the layer forms) and the
+  gradients reach the float32 parameters through the casts, as float32.
+  """
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'unknown compute dtype {dtype!r}; known: {", ".join(COMPUTE_DTYPES)}')
+  return x.astype(jnp.dtype(dtype))
+
+
 def global_avg_pool(x: Array) -> Array:
   return jnp.mean(x, axis=(1, 2))

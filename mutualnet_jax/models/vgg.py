@@ -23,11 +23,13 @@ class VGG(nn.Module):
   features_only: bool = False
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
+  dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'VGG')
     slimmable.check_images(x, 'VGG')
+    x = slimmable.to_compute_dtype(x, self.dtype)
     in_max, i = 3, 0
     for v in self.cfg:
       if v == 'M':

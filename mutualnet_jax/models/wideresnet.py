@@ -61,6 +61,7 @@ class WideResNet(nn.Module):
   dropout_rate: float = 0.0    # the published WRN config uses 0.0
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
+  dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
 
   def blocks_per_group(self) -> int:
     if self.depth < 10 or (self.depth - 4) % 6:
@@ -71,6 +72,7 @@ class WideResNet(nn.Module):
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'WideResNet')
     slimmable.check_images(x, 'WideResNet')
+    x = slimmable.to_compute_dtype(x, self.dtype)
     n = self.blocks_per_group()
     ch = slimmable.channels
     x = slimmable.SlimConv(3, ch(16, self.max_width), 3, 1, self.layer_forms, name='stem')(

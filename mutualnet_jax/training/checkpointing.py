@@ -40,7 +40,7 @@ TRAINED_FIELDS = (
     'dataset', 'train_split', 'crop_scale', 'color_jitter', 'flip', 'shuffle_buffer',
     'digits_image_size', 'max_image_pixels',
     'global_batch_size', 'num_epochs', 'num_train_steps', 'base_lr', 'momentum', 'nesterov',
-    'weight_decay', 'warmup_epochs', 'seed', 'augment', 'weight_decay_on')
+    'weight_decay', 'warmup_epochs', 'seed', 'augment', 'weight_decay_on', 'compute_dtype')
 SAFE_FIELDS = (
     'xla_cpu', 'data_dir', 'image_folder', 'eval_split', 'eval_resize_ratio',
     'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',
@@ -48,7 +48,9 @@ SAFE_FIELDS = (
     'calib_images', 'calib_batch_size', 'eval_batch_size', 'eval_cache_gb', 'eval_width_step',
     'eval_widths', 'eval_resolutions', 'query_table_dir',
     'latency_batch_sizes', 'latency_repeats', 'coordinator_address', 'num_processes',
-    'process_id', 'heartbeat_timeout_s', 'accept_config_changes')
+    'process_id', 'heartbeat_timeout_s', 'accept_config_changes', 'eval_dtype',
+    'eval_every_steps', 'eval_subnets', 'eval_calib_images', 'eval_num_examples',
+    'profile_steps')
 # Old names of fields above (config/defaults.py links them): checked through the new name.
 ALIAS_FIELDS = ('mode', 'depthwise_impl', 'tune_cpu_runtime')
 
@@ -330,11 +332,12 @@ def restore_for(config, workdir: str):
 
   The one restore path of everything that reads a trained network back (evaluation, export):
   the metadata must agree with the config (:func:`check_compatible`) and the parameters must
-  have the shapes of the config's model at its largest width.
+  have the shapes of the config's model at its largest width. The model computes in the
+  config's inference dtype (``models.compute_dtype(config, inference=True)``).
   """
   params, meta, step = restore_params(workdir)
   check_compatible(meta, run_metadata(config), workdir)
-  model = models.from_config(config)
+  model = models.from_config(config, inference=True)
   want = jax.tree.map(jnp.shape, jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), width=config.width_upper,
                          train=True)['params']))

@@ -271,7 +271,7 @@ def apply_update(state: StepState, grads, losses, ok_frac, *, optimizer):
       opt_state=keep(opt_state, state.opt_state),
       nonfinite_step=jnp.where(first_bad, state.step, state.nonfinite_step),
       nonfinite_subnet=jnp.where(first_bad, jnp.argmin(subnet_ok), state.nonfinite_subnet))
-  return new_state, {'losses': losses, 'grad_norm': optax.global_norm(grads)}
+  return new_state, {'losses': losses, 'grad_norm': optax.tree.norm(grads)}
 
 
 def run_step(kernels: StepKernels, state: StepState, batch, subnets: Sequence[Subnet],

@@ -1,17 +1,20 @@
 """The MutualNet trainer, in sections: set-up, mesh, input, model, optimiser, checkpoint, loop.
 
-``train_and_evaluate(config, workdir)`` is what ``python -m mutualnet_jax.main`` runs; a notebook
-can call it directly. Each step trains the teacher and the students drawn by
-:mod:`mutualnet_jax.training.mutualnet`, with the kernels of
-:mod:`mutualnet_jax.training.step_kernels`.
+``train_and_evaluate(config, workdir)`` trains; a notebook can call it directly. Each step trains
+the teacher and the students drawn by :mod:`mutualnet_jax.training.mutualnet`, with the kernels
+of :mod:`mutualnet_jax.training.step_kernels`. ``hooks`` see the state after every step and may
+return scalars to log: ``python -m mutualnet_jax.main`` trains through
+:func:`mutualnet_jax.evaluation.during_training.train_and_evaluate`, which passes the periodic
+evaluation as one (training never imports evaluation).
 """
 
 import functools
 import math
+import os
 import signal
 import threading
 import time
-from typing import Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +42,13 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
+# Called on every process after every step as ``hook(step, state, final)`` (``step``: steps
+# done; ``final``: the last step of the run); the scalars it returns are written at ``step``.
+# A hook must leave the state, the input and the random draws alone, so a run with and without
+# it trains the same parameters.
+Hook = Callable[[int, step_kernels.StepState, bool], Optional[Mapping[str, float]]]
+
+
 def load_pretrained(params, config):
   """Transfer learning (Sec. 4.2): take a checkpoint's parameters, except a mismatched head."""
   pretrained, meta, step = checkpointing.restore_params(config.init_checkpoint)
@@ -62,6 +72,37 @@ def steps_for(config, num_train_examples: int):
   total = (config.num_train_steps if config.num_train_steps > 0
            else int(math.ceil(config.num_epochs * steps_per_epoch)))
   return total, steps_per_epoch
+
+
+class _ProfileWindow:
+  """A profiler trace of steps [first, last) (``config.profile_steps``) into ``logdir``.
+
+  Every process records its own trace (files named by host) in jax.profiler's layout,
+  ``logdir/plugins/profile/<run>/``, which TensorBoard's profile plugin reads. The window is
+  closed after the last step's work has finished, so the trace holds whole steps.
+  """
+
+  def __init__(self, window: Sequence[int], logdir: str):
+    self.first, self.end = (tuple(int(s) for s in window) or (-1, -1))
+    self.logdir, self.active, self.done = logdir, False, False
+
+  def before_step(self, step: int) -> None:
+    if not self.done and not self.active and self.first <= step < self.end:
+      logging.info('Profiling steps %d..%d into %s.', step, self.end, self.logdir)
+      # Also a Perfetto trace (perfetto_trace.json.gz), which ui.perfetto.dev opens as it is.
+      jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)
+      self.active = True
+
+  def after_step(self, steps_done: int, state) -> None:
+    if self.active and steps_done >= self.end:
+      self.stop(state)
+
+  def stop(self, state) -> None:
+    if self.active:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active, self.done = False, True
+      logging.info('Wrote the profiler trace to %s.', self.logdir)
 
 
 class _Preemption:
@@ -109,11 +150,13 @@ def check_finite(state, config) -> None:
         'kept at their last finite values and no checkpoint was written after it.')
 
 
-def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] = None):
+def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] = None,
+                       hooks: Sequence[Hook] = ()):
   """Train (resuming from the newest checkpoint in ``workdir``); returns the final state.
 
   ``stop_after_steps`` ends this call after that many steps without touching the schedule (as a
-  preemption would), which tests use to check exact resumption.
+  preemption would), which tests use to check exact resumption. ``hooks``: see :data:`Hook`
+  (evaluation during training passes one).
   """
   # --- Set-up: processes, config checks before anything compiles; one run per workdir, which
   # continues only under the config it was trained with.
@@ -121,10 +164,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] 
   checks.validate(config, jax.device_count())
   with workdir_lock.hold(workdir):
     checkpointing.check_resume_config(workdir, config)
-    return _train(config, workdir, stop_after_steps)
+    return _train(config, workdir, stop_after_steps, tuple(hooks))
 
 
-def _train(config, workdir: str, stop_after_steps: Optional[int]):
+def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequence[Hook]):
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
@@ -175,6 +218,7 @@ def _train(config, workdir: str, stop_after_steps: Optional[int]):
       config.prefetch_batches)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   preemption = _Preemption()
+  profile = _ProfileWindow(config.get('profile_steps', ()), os.path.join(workdir, 'profile'))
   end_step = total_steps if stop_after_steps is None else min(total_steps,
                                                                start_step + stop_after_steps)
   run = functools.partial(step_kernels.run_step, kernels,
@@ -184,6 +228,7 @@ def _train(config, workdir: str, stop_after_steps: Optional[int]):
                total_steps, steps_per_epoch)
   try:
     for step in range(start_step, end_step):
+      profile.before_step(step)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(batches)
         subnets = mutualnet.draw_subnets(config, step)
@@ -191,6 +236,7 @@ def _train(config, workdir: str, stop_after_steps: Optional[int]):
           parallel.wait_for_all_processes(f'kernels_ready_{step}')
         state, metrics = run(state, batch, subnets)
       report(step + 1)
+      profile.after_step(step + 1, state)
       done = preemption.after_step(step + 1) or step + 1 == end_step
       if (step + 1) % config.log_every_steps == 0 or done:
         check_finite(state, config)
@@ -207,12 +253,20 @@ def _train(config, workdir: str, stop_after_steps: Optional[int]):
       if (step + 1) % config.checkpoint_every_steps == 0 or done:
         check_finite(state, config)
         checkpointing.save(manager, step + 1, state, meta, force=True)
+      if not preemption.requested:   # a preempted host has seconds: no evaluation then
+        t_hooks = time.perf_counter()
+        for hook in hooks:
+          scalars = hook(step + 1, state, step + 1 == end_step)
+          if scalars:
+            writer.write_scalars(step + 1, dict(scalars))
+        t_log += time.perf_counter() - t_hooks   # images_per_second counts training only
       if preemption.requested:
         break
   finally:
     try:
       checkpointing.finish(manager)   # a failed background save (a full disk) raises here
     finally:
+      profile.stop(state)
       manager.close()
       preemption.close()
       kernels.close()

@@ -1,0 +1,67 @@
+"""Evaluation during training (issue 16): scalars in TensorBoard, training unchanged."""
+
+import glob
+import os
+
+import numpy as np
+
+import common
+
+# Two runs of the tiny model on 2 devices, with and without evaluation every 2 steps.
+RUNS = r'''
+import json, sys
+import jax, numpy as np
+import common
+from mutualnet_jax.evaluation import during_training
+from mutualnet_jax.training import trainer
+root = sys.argv[1]
+c = common.tiny_config(num_train_steps=4, eval_every_steps=3, eval_calib_images=64,
+                       eval_num_examples=150, checkpoint_every_steps=10)
+with_eval = during_training.train_and_evaluate(c, root + '/with_eval')
+c.eval_every_steps = 0
+without = during_training.train_and_evaluate(c, root + '/without')
+leaves = lambda s: [np.asarray(x) for x in jax.tree.leaves(jax.device_get((s.params, s.opt_state)))]
+print(json.dumps({'steps': [int(with_eval.step), int(without.step)],
+                  'same': all(np.array_equal(a, b) for a, b in zip(leaves(with_eval),
+                                                                    leaves(without))),
+                  'n_leaves': len(leaves(without))}))
+'''
+
+
+def _scalars(workdir):
+  """{tag: {step: value}} of every scalar in the workdir's TensorBoard event files."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0, 'scalars': 0})
+  acc.Reload()
+  out = {}
+  for tag in acc.Tags()['tensors']:
+    out[tag] = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+  for tag in acc.Tags()['scalars']:
+    out[tag] = {e.step: e.value for e in acc.Scalars(tag)}
+  return out
+
+
+def test_eval_scalars_reach_tensorboard_and_training_is_unchanged(tmp_path):
+  code = 'import sys; sys.argv = ["x", %r]\n' % str(tmp_path) + RUNS
+  out = common.last_json(common.run_python(code, devices=2).stdout)
+  assert out['steps'] == [4, 4]
+  assert out['n_leaves'] > 10
+  # Same parameters and optimiser state, bit for bit: evaluation took nothing from training.
+  assert out['same']
+
+  assert glob.glob(os.path.join(tmp_path, 'with_eval', 'events.out.tfevents.*'))
+  scalars = _scalars(str(tmp_path / 'with_eval'))
+  # The tiny config trains widths [0.5, 1.0] at resolutions (16, 8): the default watched
+  # subnets are its two ends. Evaluated at step 3 (every 3) and at the end (step 4).
+  for name in ('eval/top1/w1.0_r16', 'eval/top5/w1.0_r16', 'eval/top1/w0.5_r8',
+               'eval/top5/w0.5_r8'):
+    assert sorted(scalars.get(name, {})) == [3, 4], (name, sorted(scalars))
+    assert all(0.0 <= v <= 1.0 for v in scalars[name].values())
+  top1, top5 = scalars['eval/top1/w1.0_r16'], scalars['eval/top5/w1.0_r16']
+  assert all(top5[s] >= top1[s] for s in top1)
+  assert 'loss/teacher' in scalars   # the training scalars are still there
+  without = _scalars(str(tmp_path / 'without'))
+  assert not [t for t in without if t.startswith('eval/')]
+  assert np.isfinite(list(top1.values())).all()
