@@ -66,6 +66,9 @@ class TorchTwin:
   """
 
   def __init__(self, config, params, total_steps: int, steps_per_epoch: int, shards: int = 1):
+    if config.get('compute_dtype', 'float32') != 'float32':
+      raise ValueError(f'the twin computes in float32; referee a float32 run, not '
+                       f'compute_dtype={config.compute_dtype!r}')
     self.config, self.shards = config, shards
     self.model = torch_models.like(config.model, num_classes=config.num_classes,
                                    max_width=config.width_upper,
