@@ -15,7 +15,8 @@ cosine) at batch 64 with lr 0.05 (0.1 per 128 images), 180 steps (11,520 images,
 what fits 10 minutes on the shared 2-core development machine). Full network 1.0-32, top-1 on
 the 10,000 test images after BN calibration on 2,048 training images, measured with
 ``evaluator.evaluate_grid(config, workdir, widths=(1.0,), resolutions=(32,))`` (README, "Results"):
-MutualNet 68.7%, plain 71.7%. The run is far too short to show the booster's effect.
+MutualNet 69.7%, plain 72.1% (68.7 / 71.7 before the image-folder order fix). The run is far too
+short to show the booster's effect.
 """
 
 from mutualnet_jax.config import defaults
