@@ -268,16 +268,8 @@ def torch_stepper(config, threads: int):
   torch.manual_seed(0)
   model = torch_model(config)
   # Coupled weight decay on dense/pointwise conv and linear weights only, as optim.decay_mask.
-  decay, no_decay = [], []
-  for m in model.modules():
-    for name, p in m.named_parameters(recurse=False):
-      is_dw = isinstance(m, torch_models.SlimConv2d) and m.depthwise
-      kernel = name == 'weight' and isinstance(m, (torch_models.SlimConv2d,
-                                                   torch_models.SlimLinear, torch.nn.Conv2d))
-      (decay if kernel and not is_dw else no_decay).append(p)
   lr = config.base_lr * config.global_batch_size / 1024
-  opt = torch.optim.SGD([{'params': decay, 'weight_decay': config.weight_decay},
-                         {'params': no_decay, 'weight_decay': 0.0}], lr=lr,
+  opt = torch.optim.SGD(torch_models.sgd_param_groups(model, config.weight_decay), lr=lr,
                         momentum=config.momentum, nesterov=config.nesterov)
   images = {r: torch.from_numpy(np.ascontiguousarray(
       host_batch[mutualnet.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}

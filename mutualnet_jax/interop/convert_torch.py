@@ -157,30 +157,33 @@ def layout(model_name: str, num_classes: int = 1000, max_width: float = 1.0,
   return mapping, sorted(set(bn_prefixes))
 
 
+# Flax order of a PyTorch tensor's axes, by rank: conv OIHW -> HWIO (depthwise (C, 1, k, k) ->
+# (k, k, 1, C)), linear (out, in) -> (in, out); other ranks are the same in both.
+_FLAX_AXES = {4: (2, 3, 1, 0), 2: (1, 0)}
+
+
+def _torch_axes(ndim: int):
+  """The inverse permutation: Flax order -> PyTorch order (None: unchanged)."""
+  axes = _FLAX_AXES.get(ndim)
+  return None if axes is None else tuple(int(i) for i in np.argsort(axes))
+
+
 def _torch_shape(flax_shape: tuple) -> tuple:
-  if len(flax_shape) == 4:   # HWIO (or k, k, 1, C) -> OIHW (or C, 1, k, k)
-    h, w, i, o = flax_shape
-    return (o, i, h, w)
-  if len(flax_shape) == 2:   # (in, out) -> (out, in)
-    return tuple(reversed(flax_shape))
-  return tuple(flax_shape)
+  axes = _torch_axes(len(flax_shape))
+  return tuple(flax_shape) if axes is None else tuple(flax_shape[i] for i in axes)
+
+
+def _transposed(a: np.ndarray, axes) -> np.ndarray:
+  return a if axes is None else np.ascontiguousarray(np.transpose(a, axes))
 
 
 def _to_flax(a: np.ndarray) -> np.ndarray:
-  if a.ndim == 4:
-    return np.ascontiguousarray(np.transpose(a, (2, 3, 1, 0)))
-  if a.ndim == 2:
-    return np.ascontiguousarray(a.T)
-  return a
+  return _transposed(a, _FLAX_AXES.get(a.ndim))
 
 
 def _to_torch(a: np.ndarray) -> np.ndarray:
   """The inverse of :func:`_to_flax`."""
-  if a.ndim == 4:
-    return np.ascontiguousarray(np.transpose(a, (3, 2, 0, 1)))
-  if a.ndim == 2:
-    return np.ascontiguousarray(a.T)
-  return a
+  return _transposed(a, _torch_axes(a.ndim))
 
 
 def to_state_dict(params: Any, model_name: str, *, num_classes: int, max_width: float = 1.0,

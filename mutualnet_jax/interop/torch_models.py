@@ -369,6 +369,20 @@ def create(name: str, **kwargs) -> nn.Module:
   return REGISTRY[name](**kwargs)
 
 
+def sgd_param_groups(model: nn.Module, weight_decay: float, on: str = 'kernels'):
+  """SGD parameter groups with the project's weight-decay mask (``optim.decay_mask``): decay on
+  the dense and non-depthwise conv kernels (``on='kernels'``, the Flax leaves named ``kernel``),
+  or on every parameter (``on='all'``); none on the rest. Empty groups are left out."""
+  decay, rest = [], []
+  for m in model.modules():
+    for name, p in m.named_parameters(recurse=False):
+      kernel = name == 'weight' and (isinstance(m, SlimLinear) or
+                                     (isinstance(m, SlimConv2d) and not m.depthwise))
+      (decay if on == 'all' or kernel else rest).append(p)
+  groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]
+  return [g for g in groups if g['params']]
+
+
 _V1_ARCHITECTURE = ('blocks', 'stem_channels', 'stem_stride', 'divisor')
 
 

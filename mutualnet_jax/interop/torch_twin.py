@@ -44,19 +44,6 @@ def initial_params(config):
   return step_kernels.init_params(models.from_config(config), config)
 
 
-def _decayed(model: torch.nn.Module, on: str) -> Dict[int, bool]:
-  """{id(parameter): decayed?}: the leaves ``optim.decay_mask`` selects (named ``kernel``: dense
-  and non-depthwise conv kernels), or every parameter with ``on='all'``."""
-  out = {}
-  for m in model.modules():
-    for name, p in m.named_parameters(recurse=False):
-      kernel = name == 'weight' and (
-          isinstance(m, torch_models.SlimLinear) or
-          (isinstance(m, torch_models.SlimConv2d) and not m.depthwise))
-      out[id(p)] = on == 'all' or kernel
-  return out
-
-
 class TorchTwin:
   """The config's network and optimiser in PyTorch; :meth:`step` is one MutualNet step.
 
@@ -74,11 +61,10 @@ class TorchTwin:
                                    max_width=config.width_upper,
                                    min_width=models.from_config(config).min_width)
     self.load(params)
-    decayed = _decayed(self.model, config.get('weight_decay_on', 'kernels'))
-    groups = [{'params': [p for p in self.model.parameters() if decayed[id(p)] == d],
-               'weight_decay': config.weight_decay if d else 0.0} for d in (True, False)]
-    self.optimizer = torch.optim.SGD([g for g in groups if g['params']], lr=0.0,
-                                     momentum=config.momentum, nesterov=config.nesterov)
+    self.optimizer = torch.optim.SGD(
+        torch_models.sgd_param_groups(self.model, config.weight_decay,
+                                      config.get('weight_decay_on', 'kernels')),
+        lr=0.0, momentum=config.momentum, nesterov=config.nesterov)
     self.schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
 
   def load(self, params) -> None:
