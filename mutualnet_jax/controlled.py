@@ -106,18 +106,11 @@ def collect(args, module, runs: Dict[tuple, str]) -> Dict[tuple, Dict]:
   return out
 
 
-def _stats(values: Sequence[float]) -> str:
-  if not values:
-    return ''
-  if len(values) == 1:
-    return f'{values[0]:.2f}'
-  return f'{statistics.mean(values):.2f} ({", ".join(f"{v:.2f}" for v in values)})'
-
-
 def _gap(results, cell, seeds, a, b, key='full') -> List[float]:
-  return [results[(a, cell, s)][key] - results[(b, cell, s)][key] for s in seeds
-          if (a, cell, s) in results and (b, cell, s) in results
-          and results[(a, cell, s)][key] is not None and results[(b, cell, s)][key] is not None]
+  """Seed-paired differences of method ``a`` and ``b`` in ``cell``."""
+  from mutualnet_jax.evaluation import compare  # pylint: disable=g-import-not-at-top
+  by_seed = lambda m: {s: results[(m, cell, s)][key] for s in seeds if (m, cell, s) in results}
+  return compare.paired_differences(by_seed(a), by_seed(b))
 
 
 def table(results, module, cells, methods, seeds) -> List[Dict]:
@@ -142,6 +135,7 @@ def table(results, module, cells, methods, seeds) -> List[Dict]:
 
 
 def write_markdown(rows, methods, path: str, title: str) -> None:
+  from mutualnet_jax.evaluation import compare  # pylint: disable=g-import-not-at-top
   head = ['cell', 'steps'] + [f'{m} full' for m in methods] + [
       f'MutualNet - {m}' for m in methods if m != 'mutualnet'] + [
       'MutualNet smallest', 'US-Net smallest']
@@ -153,11 +147,10 @@ def write_markdown(rows, methods, path: str, title: str) -> None:
     steps = sorted({s for m in methods for s in r[f'{m}_steps']})
     cells = [f"{r['cell']}" + (f" ({r['what']})" if r['what'] else ''),
              '/'.join(str(s) for s in steps)]
-    cells += [_stats(r[m]) for m in methods]
-    cells += [(lambda g: f'{statistics.mean(g):+.2f} ({", ".join(f"{x:+.2f}" for x in g)})'
-               if g else '')(r.get(f'mutualnet_minus_{m}', [])) for m in methods
-              if m != 'mutualnet']
-    cells += [_stats(r.get('mutualnet_smallest', [])), _stats(r.get('usnet_smallest', []))]
+    cells += [compare.mean_and_values(r[m]) for m in methods]
+    cells += [compare.mean_and_values(r.get(f'mutualnet_minus_{m}', []), signed=True)
+              for m in methods if m != 'mutualnet']
+    cells += [compare.mean_and_values(r.get(f'{m}_smallest', [])) for m in ('mutualnet', 'usnet')]
     lines.append('| ' + ' | '.join(cells) + ' |')
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')

@@ -20,7 +20,6 @@ import copy
 import csv
 import json
 import os
-import statistics
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -77,6 +76,7 @@ def summarise(config, workdir: str):
 
 def report(config, rows, lockstep, path: str) -> str:
   """Markdown of the runs, the per-framework gaps and the lockstep check."""
+  from mutualnet_jax.evaluation import compare  # pylint: disable=g-import-not-at-top
   methods = list(dict.fromkeys(r['method'] for r in rows))
   lines = ['# The JAX step and its PyTorch twin', '',
            f'`{config.model}` on `{config.dataset}` {config.get("image_folder", "")}, '
@@ -100,11 +100,9 @@ def report(config, rows, lockstep, path: str) -> str:
     for other in methods[1:]:
       cells = []
       for fw in FRAMEWORKS:
-        by_seed = {r['seed']: r[fw]['full'] for r in rows if r['method'] == methods[0]}
-        gaps = [by_seed[r['seed']] - r[fw]['full'] for r in rows
-                if r['method'] == other and r['seed'] in by_seed]
-        cells.append(f'{statistics.mean(gaps):+.2f} ({", ".join(f"{g:+.2f}" for g in gaps)})'
-                     if gaps else '')
+        by_seed = lambda m: {r['seed']: r[fw]['full'] for r in rows if r['method'] == m}
+        cells.append(compare.mean_and_values(
+            compare.paired_differences(by_seed(methods[0]), by_seed(other)), signed=True))
       lines.append(f'| {methods[0]} - {other} | {cells[0]} | {cells[1]} |')
   if lockstep:
     lines += ['', 'Lockstep: both steps from the same parameters on the same batches. Distance '

@@ -17,6 +17,7 @@ import csv
 import io
 import math
 import os
+import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mutualnet_jax.evaluation import query_table
@@ -118,6 +119,22 @@ def full_and_smallest(rows: Sequence[Dict], config) -> Tuple[Optional[float], Op
   low = min(res) if config.method == 'mutualnet' else res[0]
   return (top1_at(rows, config.width_upper, res[0]),
           top1_at(rows, config.width_lower, low))
+
+
+def paired_differences(a: Dict, b: Dict) -> List[float]:
+  """``a[seed] - b[seed]`` for every seed (in ``a``'s order) with a value in both."""
+  return [a[s] - b[s] for s in a if s in b and a[s] is not None and b[s] is not None]
+
+
+def mean_and_values(values: Sequence[float], signed: bool = False) -> str:
+  """'81.43 (81.68, 81.19)': the mean, then each value; a difference (``signed``) always shows
+  its values, a single accuracy is just itself; '' for none."""
+  if not values:
+    return ''
+  fmt = '+.2f' if signed else '.2f'
+  if len(values) == 1 and not signed:
+    return format(values[0], fmt)
+  return f'{format(statistics.mean(values), fmt)} ({", ".join(format(v, fmt) for v in values)})'
 
 
 def budgets(by_method: Dict[str, Dict]) -> List[float]:
