@@ -48,7 +48,9 @@ def test_lockstep_agrees_to_rounding(targets):
   first = out['rows'][0]
   assert len(first['jax']) == 4   # teacher + 3 students
   np.testing.assert_allclose(first['torch'], first['jax'], rtol=1e-4, atol=1e-6)
-  assert out['parameter_difference'][0] < 1e-4, out['parameter_difference']
+  # Measured after one step: 1.1e-5 on AMD EPYC, 1.3e-6 on Intel Xeon (docs/reproducibility.md);
+  # a dropped Nesterov gives over 0.1.
+  assert out['parameter_difference'][0] < 3e-4, out['parameter_difference']
 
 
 def test_lockstep_catches_a_different_optimiser(monkeypatch):
