@@ -1,7 +1,11 @@
 """Speed of the real MutualNet training step on synthetic data.
 
-  python -m mutualnet_jax.bench --model mobilenet_v1 --batch 32 --steps 5 \
-      [--resolutions 224,192,160,128] [--compare-torch] [--json] [--threads 2] [--cache-dir DIR]
+  python -m mutualnet_jax.bench --model=mobilenet_v1 --batch=32 --steps=5 \
+      [--config=configs/x.py[:arg] [--config.field=value ...]] [--resolutions=224,192,160,128] \
+      [--compare_torch] [--json] [--threads=2] [--cache_dir=DIR]
+
+Flags were spelled with hyphens before (``--compare-torch``, ``--cache-dir``, ``--no-tune-cpu``,
+...): those spellings still work, with a warning naming the new one (``RENAMED``).
 
 Runs ``step_kernels.StepKernels`` + ``run_step`` on the subnets ``mutualnet.draw_subnets`` gives
 for steps 0..N-1, so the numbers are those of training, not of a stand-in. Compilation of every
@@ -9,12 +13,12 @@ kernel the timed steps use is done (and timed, ``compile_s``) before the timed s
 ``step_s`` is the median steady-state step. ``first_step_s`` / ``warm_first_step_s`` come from
 two fresh child processes sharing a fresh persistent compilation cache (cold, then warm): the
 time from just before the child is spawned to its first step done, which is what a (re)started
-run waits. ``--compare-torch`` times the same step in PyTorch (``torch_models``): same draws,
+run waits. ``--compare_torch`` times the same step in PyTorch (``torch_models``): same draws,
 batch and losses, one Nesterov SGD update; twice: ``torch_step_s`` in a fresh process with
 glibc's defaults (PyTorch as it runs out of the box), and ``torch_same_process_step_s``
 interleaved step by step with the JAX steps in this process, so under the same allocator
-settings (``runtime.xla_cpu``'s, unless ``--no-tune-cpu``) and the same minutes of machine load.
-``--compile-grid`` instead measures compiling the whole grid sequentially vs on background
+settings (``runtime.xla_cpu``'s, unless ``--notune_cpu``) and the same minutes of machine load.
+``--compile_grid`` instead measures compiling the whole grid sequentially vs on background
 threads, cold vs warm cache, each in a fresh process.
 
 Threads: the process is pinned (sched_setaffinity) to ``--threads`` CPUs before JAX starts, so
@@ -22,7 +26,7 @@ XLA:CPU sizes its thread pool to them; torch gets ``torch.set_num_threads(thread
 torch are imported inside the functions, after the pinning.
 """
 
-import argparse
+import functools
 import json
 import os
 import resource
@@ -30,39 +34,62 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+from typing import Sequence
+
+from absl import flags
+
+from mutualnet_jax.config import loading
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--model', default='mobilenet_v1')
-  p.add_argument('--config', default='', help='config file (default: the defaults + --model)')
-  p.add_argument('--batch', type=int, default=32, help='global batch per step')
-  p.add_argument('--steps', type=int, default=5, help='timed steps')
-  p.add_argument('--resolutions', default='', help='e.g. 224,192,160,128 (default: config)')
-  p.add_argument('--width-step', type=float, default=0.0, help='width grid step (default: config)')
-  p.add_argument('--num-classes', type=int, default=0, help='default: config')
-  p.add_argument('--layer-forms', '--depthwise-impl', dest='layer_forms', default='',
-                 help='auto | xla_cpu | native (default: config; --depthwise-impl is its old name)')
-  p.add_argument('--threads', type=int, default=0, help='CPUs to use (default: all)')
-  p.add_argument('--cache-dir', default='none',
-                 help="persistent compilation cache of the timed run ('none': off, so compile_s "
-                      'is a real compile); the first-step children always use a fresh one')
-  p.add_argument('--no-tune-cpu', action='store_true',
-                 help='XLA:CPU defaults instead of runtime/xla_cpu.py (async dispatch, glibc '
-                      'defaults, '
-                      "XLA's default fusions), for before/after numbers")
-  p.add_argument('--compare-torch', action='store_true')
-  p.add_argument('--no-first-step', action='store_true', help='skip the cold/warm children')
-  p.add_argument('--breakdown', action='store_true', help='also time each kernel of a step')
-  p.add_argument('--compile-grid', action='store_true',
-                 help='measure compiling all_subnets: sequential vs 2 threads, cold vs warm')
-  p.add_argument('--json', action='store_true', help='print only the one-line JSON result')
+TOOL = 'python -m mutualnet_jax.bench'
+# Old spellings (argparse, before every tool took absl flags) -> new.
+RENAMED = {'--width-step': '--width_step', '--num-classes': '--num_classes',
+           '--layer-forms': '--layer_forms', '--depthwise-impl': '--layer_forms',
+           '--cache-dir': '--cache_dir', '--no-tune-cpu': '--notune_cpu',
+           '--compare-torch': '--compare_torch', '--no-first-step': '--nofirst_step',
+           '--compile-grid': '--compile_grid'}
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  s = functools.partial(flags.DEFINE_string, flag_values=fv)
+  i = functools.partial(flags.DEFINE_integer, flag_values=fv)
+  b = functools.partial(flags.DEFINE_bool, flag_values=fv)
+  s('model', 'mobilenet_v1', 'Model of the default config (without --config).')
+  loading.define_flag('Config file, optionally file.py:arg, with --config.field=value overrides '
+                      '(default: the defaults with --model).', flag_values=fv, required=False,
+                      sys_argv=argv)
+  i('batch', 32, 'Global batch per step.')
+  i('steps', 5, 'Timed steps.')
+  s('resolutions', '', 'e.g. 224,192,160,128 (default: the config\'s).')
+  flags.DEFINE_float('width_step', 0.0, 'Width grid step (default: the config\'s).',
+                     flag_values=fv)
+  i('num_classes', 0, 'Classes (default: the config\'s).')
+  s('layer_forms', '', 'auto | xla_cpu | native (default: the config\'s).')
+  i('threads', 0, 'CPUs to use (default: all).')
+  s('cache_dir', 'none', "Persistent compilation cache of the timed run ('none': off, so "
+    'compile_s is a real compile); the first-step children always use a fresh one.')
+  b('tune_cpu', True, '--notune_cpu: XLA:CPU defaults instead of runtime/xla_cpu.py (async '
+    "dispatch, glibc defaults, XLA's default fusions), for before/after numbers.")
+  b('compare_torch', False, 'Also time the same step in PyTorch.')
+  b('first_step', True, '--nofirst_step: skip the cold/warm first-step children.')
+  b('breakdown', False, 'Also time each kernel of a step.')
+  b('compile_grid', False, 'Measure compiling all_subnets: sequential vs 2 threads, cold vs '
+    'warm.')
+  b('json', False, 'Print only the one-line JSON result.')
   # Internal: what the child processes run.
-  p.add_argument('--child', default='', choices=('', 'first_step', 'compile', 'torch'),
-                 help=argparse.SUPPRESS)
-  p.add_argument('--t0', type=float, default=0.0, help=argparse.SUPPRESS)
-  p.add_argument('--workers', type=int, default=2, help=argparse.SUPPRESS)
-  return p.parse_args(argv)
+  flags.DEFINE_enum('child', '', ['', 'first_step', 'compile', 'torch'], 'Internal.',
+                    flag_values=fv)
+  flags.DEFINE_float('t0', 0.0, 'Internal.', flag_values=fv)
+  i('workers', 2, 'Internal.')
+
+
+def parse_args(argv=None) -> types.SimpleNamespace:
+  """The flags' values, and ``config_argv``: the config flags as given, for the children."""
+  argv = loading.renamed_flags([TOOL, *(sys.argv[1:] if argv is None else argv)], RENAMED, TOOL)
+  fv = loading.parse(define_flags, argv, TOOL, doc=__doc__)
+  return types.SimpleNamespace(**fv.flag_values_dict(),
+                               config_argv=[a for a in argv if a.startswith('--config')])
 
 
 def pin_threads(threads: int):
@@ -74,13 +101,10 @@ def pin_threads(threads: int):
 
 
 def make_config(args):
+  """The config to time, checked (its data is not read: the batches are synthetic)."""
   from mutualnet_jax.config import defaults
   if args.config:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('bench_config', args.config)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    c = args.config
   else:
     c = defaults.get_config()
     c.model = args.model
@@ -94,8 +118,8 @@ def make_config(args):
   if args.layer_forms:
     c.xla_cpu.layer_forms = args.layer_forms
   c.compilation_cache_dir = args.cache_dir
-  c.xla_cpu.tune_runtime = not args.no_tune_cpu
-  return c
+  c.xla_cpu.tune_runtime = args.tune_cpu
+  return loading.checked(c, data=False)
 
 
 SCHEDULE = (10_000, 1_000)   # total steps, steps per epoch of the learning-rate schedule
@@ -250,7 +274,7 @@ def torch_model(config):
   entries)."""
   from mutualnet_jax.interop import torch_models
   if not config.model.startswith('mobilenet_v'):
-    raise ValueError(f'--compare-torch supports the MobileNets, not {config.model}')
+    raise ValueError(f'--compare_torch supports the MobileNets, not {config.model}')
   return torch_models.like(config.model, num_classes=config.num_classes,
                            max_width=config.width_upper, min_width=config.width_lower)
 
@@ -317,14 +341,14 @@ def torch_child_main(args, config):
 
 def _child_cmd(args, child, cache_dir, extra=()):
   cmd = [sys.executable, '-m', 'mutualnet_jax.bench', '--child', child, '--model', args.model,
-         '--batch', str(args.batch), '--cache-dir', cache_dir, '--threads', str(args.threads)]
-  for flag, v in (('--config', args.config), ('--resolutions', args.resolutions),
-                  ('--width-step', args.width_step), ('--num-classes', args.num_classes),
-                  ('--layer-forms', args.layer_forms)):
+         '--batch', str(args.batch), '--cache_dir', cache_dir, '--threads', str(args.threads),
+         *args.config_argv]
+  for flag, v in (('--resolutions', args.resolutions), ('--width_step', args.width_step),
+                  ('--num_classes', args.num_classes), ('--layer_forms', args.layer_forms)):
     if v:
       cmd += [flag, str(v)]
-  if args.no_tune_cpu:
-    cmd.append('--no-tune-cpu')
+  if not args.tune_cpu:
+    cmd.append('--notune_cpu')
   return cmd + list(extra)
 
 
@@ -419,7 +443,11 @@ def main(argv=None):
   threads = pin_threads(args.threads)
   if args.threads == 0:
     args.threads = threads
-  config = make_config(args)
+  try:
+    config = make_config(args)
+  except loading.checks.ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   if args.child == 'first_step':
     print(json.dumps(child_first_step(args, config)))
     return
@@ -458,7 +486,7 @@ def main(argv=None):
       result['speedup_vs_torch'] = round(result['torch_step_s'] / result['step_s'], 3)
       result['speedup_vs_torch_same_process'] = round(
           result['torch_same_process_step_s'] / result['step_s'], 3)
-    if not args.no_first_step:
+    if args.first_step:
       result.update(first_step_children(args))
       result['warm_over_cold'] = round(result['warm_first_step_s'] / result['first_step_s'], 3)
   result['loadavg_end'] = [round(x, 2) for x in os.getloadavg()]
@@ -469,4 +497,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

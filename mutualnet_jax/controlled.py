@@ -1,21 +1,22 @@
 """Command line: does MutualNet lift the full network? One factor at a time, seeds, one table.
 
   python -m mutualnet_jax.controlled --image_folder=/data/fashion32 --out=/tmp/controlled \
-      --seeds=0,1 [--cells=base,long] [--jobs=2]
+      --seeds=0,1 [--cells=base,long] [--jobs=2] [--config.field=value ...]
 
 Trains every (cell, method, seed) of ``--config`` (default ``configs/controlled.py``, whose
 argument is ``METHOD,CELL,SEED`` and which lists its ``CELLS`` and the cells in which a
 method's run is the base cell's, ``SAME_AS_BASE``) with ``python -m mutualnet_jax.main
 --mode=train_and_eval`` in ``OUT/runs/METHOD-CELL-SEED`` (a run that has its query table is not
-run again), then writes ``OUT/controlled.{md,csv,png}``: per cell, the full network's top-1
+run again; every run's config, with the ``--config.field=value`` overrides, is checked before the
+first trains), then writes ``OUT/controlled.{md,csv,png}``: per cell, the full network's top-1
 (largest width, highest resolution) of plain training (``independent``), MutualNet and US-Net,
 each seed's value and the mean, and MutualNet's difference to the others; the smallest subnet's;
 and each cell's accuracy-vs-MFLOPs envelopes (seed 0).
 """
 
-import argparse
 import concurrent.futures
 import csv
+import functools
 import importlib.util
 import io
 import os
@@ -24,21 +25,48 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from absl import flags
+
+from mutualnet_jax.config import loading
+
 METHODS = ('independent', 'mutualnet', 'usnet')
 
 
+TOOL = 'python -m mutualnet_jax.controlled'
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  del argv   # --config here names a family of configs (its argument is METHOD,CELL,SEED)
+  d = functools.partial(flags.DEFINE_string, flag_values=fv)
+  d('image_folder', None, 'ROOT/{train,test}/CLASS/*.png')
+  d('out', None, 'Directory for the runs and the report.')
+  d('config', 'configs/controlled.py', 'Config file whose argument is METHOD,CELL,SEED; '
+    '--config.field=value overrides a field in every run.')
+  d('cells', '', 'Comma-separated (default: all of the config).')
+  d('methods', ','.join(METHODS), 'Comma-separated training methods.')
+  d('seeds', '0,1', 'Comma-separated seeds.')
+  flags.DEFINE_integer('jobs', 1, 'Runs at once.', flag_values=fv)
+  flags.DEFINE_bool('report_only', False, 'No training: report what exists.', flag_values=fv)
+  flags.mark_flags_as_required(['image_folder', 'out'], flag_values=fv)
+
+
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.controlled', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--image_folder', required=True, help='ROOT/{train,test}/CLASS/*.png')
-  p.add_argument('--out', required=True, help='directory for the runs and the report')
-  p.add_argument('--config', default='configs/controlled.py')
-  p.add_argument('--cells', default='', help='comma-separated (default: all of the config)')
-  p.add_argument('--methods', default=','.join(METHODS))
-  p.add_argument('--seeds', default='0,1')
-  p.add_argument('--jobs', type=int, default=1, help='runs at once')
-  p.add_argument('--report_only', action='store_true', help='no training: report what exists')
-  return p.parse_args(argv)
+  """(flags, config overrides): the overrides (``--config.field=value``) go to every run."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  overrides = [a for a in argv if a.startswith('--config.')]
+  rest = [a for a in argv if not a.startswith('--config.')]
+  return loading.parse(define_flags, [TOOL, *rest], TOOL, doc=__doc__), overrides
+
+
+def run_configs(args, overrides: Sequence[str], runs: Sequence[str]):
+  """{run: its config, checked}: every run's config, before any of them trains."""
+  out = {}
+  for name in runs:
+    method, cell, seed = name.rsplit('-', 2)
+    out[name] = loading.checked(loading.load(
+        f'{args.config}:{method},{cell},{seed}',
+        [*overrides, f'image_folder={args.image_folder}']))
+  return out
 
 
 def load_config_module(path: str):
@@ -66,7 +94,7 @@ def plan(module, cells: Sequence[str], methods: Sequence[str],
   return out
 
 
-def train(args, runs: Sequence[str]) -> List[str]:
+def train(args, runs: Sequence[str], overrides: Sequence[str] = ()) -> List[str]:
   """Train and evaluate the runs not done yet; the names of those that failed."""
   todo = [r for r in runs
           if not os.path.exists(os.path.join(args.out, 'runs', r, 'query_table.csv'))]
@@ -77,7 +105,7 @@ def train(args, runs: Sequence[str]) -> List[str]:
     os.makedirs(workdir, exist_ok=True)
     cmd = [sys.executable, '-m', 'mutualnet_jax.main',
            f'--config={args.config}:{method},{cell},{seed}', f'--workdir={workdir}',
-           '--mode=train_and_eval', f'--config.image_folder={args.image_folder}']
+           '--mode=train_and_eval', *overrides, f'--config.image_folder={args.image_folder}']
     print(' '.join(cmd), flush=True)
     with open(workdir + '.log', 'w') as log:
       rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -89,7 +117,8 @@ def train(args, runs: Sequence[str]) -> List[str]:
     return [f for f in pool.map(one, todo) if f]
 
 
-def collect(args, module, runs: Dict[tuple, str]) -> Dict[tuple, Dict]:
+def collect(args, module, runs: Dict[tuple, str],
+            overrides: Sequence[str] = ()) -> Dict[tuple, Dict]:
   """{(method, cell, seed): {'full', 'smallest', 'rows', 'run'}} for the runs with a table."""
   # pylint: disable=g-import-not-at-top
   from mutualnet_jax.evaluation import compare
@@ -99,7 +128,8 @@ def collect(args, module, runs: Dict[tuple, str]) -> Dict[tuple, Dict]:
     if not os.path.exists(os.path.join(d, 'query_table.csv')):
       continue
     run = compare.Run(d)
-    config = module.get_config(f'{method},{cell},{seed}')
+    config = (loading.load(f'{args.config}:{method},{cell},{seed}', overrides) if overrides
+              else module.get_config(f'{method},{cell},{seed}'))
     full, smallest = compare.full_and_smallest(run.rows, config)
     out[(method, cell, seed)] = {'full': full, 'smallest': smallest, 'rows': run.rows,
                                  'run': name, 'step': int(run.rows[0]['step'])}
@@ -219,7 +249,7 @@ def plot(results, rows, cells, methods, path: str, title: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  args = parse_args(argv)
+  args, overrides = parse_args(argv)
   module = load_config_module(args.config)
   cells = [c for c in args.cells.split(',') if c] or list(module.CELLS)
   unknown = sorted(set(cells) - set(module.CELLS))
@@ -228,8 +258,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   methods = [m for m in args.methods.split(',') if m]
   seeds = [int(s) for s in args.seeds.split(',') if s]
   runs = plan(module, cells, methods, seeds)
-  failed = [] if args.report_only else train(args, sorted(set(runs.values())))
-  results = collect(args, module, runs)
+  if not args.report_only:
+    try:
+      run_configs(args, overrides, sorted(set(runs.values())))
+    except (ValueError, loading.checks.ConfigError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+  failed = [] if args.report_only else train(args, sorted(set(runs.values())), overrides)
+  results = collect(args, module, runs, overrides)
   rows = table(results, module, cells, methods, seeds)
   title = (f'Plain vs MutualNet vs US-Net, one factor at a time '
            f'({os.path.basename(os.path.normpath(args.image_folder))})')

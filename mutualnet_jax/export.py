@@ -2,40 +2,51 @@
 
 The export itself is :mod:`mutualnet_jax.interop.export`.
 
-  python -m mutualnet_jax.export --workdir DIR --width 0.7 --resolution 160 --out OUT \
-      [--config configs/x.py] [--no-tf]
+  python -m mutualnet_jax.export --workdir=DIR --width=0.7 --resolution=160 --out=OUT \
+      [--config=configs/x.py[:arg] [--config.field=value ...]] [--notf]
+
+``--config`` is needed only when the workdir has no cached statistics for the configuration
+(calibration reads the config's data); it is checked before anything is restored or compiled.
 """
 
-import argparse
 import json
 import sys
 from typing import Optional, Sequence
 
-from mutualnet_jax.interop import export
+from absl import flags
+
+from mutualnet_jax.config import loading
+
+TOOL = 'python -m mutualnet_jax.export'
+# Old spellings (argparse, before every tool took absl flags) -> new.
+RENAMED = {'--no-tf': '--notf'}
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  flags.DEFINE_string('workdir', None, 'Training run to export from (its newest checkpoint).',
+                      flag_values=fv)
+  flags.DEFINE_float('width', None, 'Width multiplier of the exported subnet.', flag_values=fv)
+  flags.DEFINE_integer('resolution', None, 'Input resolution of the exported subnet.',
+                       flag_values=fv)
+  flags.DEFINE_string('out', None, 'Output directory.', flag_values=fv)
+  flags.DEFINE_bool('tf', True, 'Also write the TF SavedModel and TFLite files (--notf: only '
+                    'the fixed-width Flax model).', flag_values=fv)
+  loading.define_flag('Config for calibration data when the statistics are not cached '
+                      '(file.py[:arg], --config.field=value).', flag_values=fv, required=False,
+                      sys_argv=argv)
+  flags.mark_flags_as_required(['workdir', 'width', 'resolution', 'out'], flag_values=fv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.export',
-                              description=__doc__.split('\n')[0])
-  p.add_argument('--workdir', required=True)
-  p.add_argument('--width', type=float, required=True)
-  p.add_argument('--resolution', type=int, required=True)
-  p.add_argument('--out', required=True)
-  p.add_argument('--config', default=None,
-                 help='config file (for calibration data when statistics are not cached)')
-  p.add_argument('--no-tf', action='store_true', help='skip the SavedModel / TFLite export')
-  args = p.parse_args(argv)
-  config = None
-  if args.config:
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    spec = importlib.util.spec_from_file_location('export_config', args.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+  """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
+  args = loading.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
+                       RENAMED, __doc__)
+  from mutualnet_jax.interop import export  # pylint: disable=g-import-not-at-top
   try:
-    result = export.export_from_workdir(args.workdir, args.width, args.resolution, args.out, config,
-                                        tensorflow=not args.no_tf)
-  except export.ExportError as e:
+    config = loading.checked(args.config) if args.config else None
+    result = export.export_from_workdir(args.workdir, args.width, args.resolution, args.out,
+                                        config, tensorflow=args.tf)
+  except (loading.checks.ConfigError, export.ExportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(json.dumps(result, indent=2))

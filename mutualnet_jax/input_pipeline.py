@@ -9,16 +9,16 @@ import os
 from absl import app
 from absl import logging
 from absl import flags
-from ml_collections import config_flags
 
 from mutualnet_jax.config import defaults
+from mutualnet_jax.config import loading
 from mutualnet_jax.data import benchmark
 from mutualnet_jax.data import pipeline
 from mutualnet_jax.data import sources
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None,
-                                'Config file (default: mutualnet_jax.config.defaults).')
+loading.define_flag('Config file, optionally file.py:arg, with --config.field=value overrides '
+                    '(default: mutualnet_jax.config.defaults).', required=False)
 flags.DEFINE_bool('benchmark', False, 'Print training-pipeline images/s for --config.')
 flags.DEFINE_bool('compare', False, 'Multi-resolution vs plain pipeline on generated JPEGs.')
 flags.DEFINE_bool('prepare', False, 'Prepare the TFDS dataset (imagenet2012: manual dir).')
@@ -29,16 +29,16 @@ flags.DEFINE_integer('batch_size', 64, '--compare: batch size.')
 
 def main(argv):
   del argv
-  config = FLAGS.config or defaults.get_config()
+  if FLAGS.prepare or FLAGS.benchmark:   # checked before anything runs
+    config = loading.checked(FLAGS.config or defaults.get_config(), data=not FLAGS.prepare)
   if FLAGS.prepare:
     source = sources.open_source(config)
     if hasattr(source, '_prepare'):
       source._prepare()  # pylint: disable=protected-access
     print(pipeline.dataset_info(config))
   if FLAGS.benchmark:
-    problems = sources.validate_data_config(config)
-    if problems:
-      raise app.UsageError('Data config problems:\n  ' + '\n  '.join(problems))
+    if FLAGS.prepare:   # now that it is prepared
+      loading.checked(config)
     ds = pipeline.create_train_dataset(config, process_index=0, process_count=1)
     rate = benchmark.images_per_second(ds, FLAGS.num_batches)
     print(f'training pipeline ({config.dataset}, resolutions {tuple(config.resolutions)}, '

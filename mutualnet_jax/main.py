@@ -14,15 +14,17 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
+
+from mutualnet_jax.config import loading
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+loading.define_flag('Training config file, optionally file.py:arg; override fields with '
+                    '--config.field=value.')
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and the query table.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval'],
                   'train; eval (calibrate BN and build the query table from the newest '
                   'checkpoint); or both in turn.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
 
 
 def _quiet_orbax(record) -> bool:
@@ -37,6 +39,9 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')   # keep TensorFlow off the accelerators
   logging.info('Config:\n%s', FLAGS.config)
+  # Every problem at once, before anything compiles, in both modes (the trainer checks the
+  # device count again once the processes have started).
+  loading.checked(FLAGS.config)
   # pylint: disable=g-import-not-at-top
   if FLAGS.mode in ('train', 'train_and_eval'):
     from mutualnet_jax.evaluation import during_training

@@ -26,17 +26,19 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
+
+from mutualnet_jax.config import loading  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=False)
+loading.define_flag('Training config file, optionally file.py:arg; override fields with '
+                    '--config.field=value.', lock_config=False)
 flags.DEFINE_string('workdir', None, 'Directory for both frameworks\' runs and the report.')
 flags.DEFINE_list('methods', ['mutualnet', 'independent'],
                   'Training methods; the gap is the first minus each other.')
 flags.DEFINE_list('seeds', ['0'], 'Seeds (initialisation, data order, draws).')
 flags.DEFINE_integer('lockstep_steps', 8, 'Steps of the lockstep check (0: none).')
 flags.DEFINE_integer('torch_threads', 0, 'PyTorch threads (0: its default).')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
 
 FRAMEWORKS = ('jax', 'torch')
 
@@ -127,6 +129,9 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   from mutualnet_jax.interop import torch_twin  # pylint: disable=g-import-not-at-top
+  for method in FLAGS.methods:   # every run's config, before anything compiles
+    for seed in FLAGS.seeds:
+      loading.checked(run_config(FLAGS.config, method, int(seed)))
   workdir = FLAGS.workdir
   os.makedirs(workdir, exist_ok=True)
   rows, lockstep = [], {}
