@@ -34,12 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from typing import Sequence
 
 from absl import flags
 
 from mutualnet_jax.config import loading
+from mutualnet_jax.runtime import command_line
 
 
 TOOL = 'python -m mutualnet_jax.bench'
@@ -84,12 +84,12 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   i('workers', 2, 'Internal.')
 
 
-def parse_args(argv=None) -> types.SimpleNamespace:
+def parse_args(argv=None):
   """The flags' values, and ``config_argv``: the config flags as given, for the children."""
-  argv = loading.renamed_flags([TOOL, *(sys.argv[1:] if argv is None else argv)], RENAMED, TOOL)
-  fv = loading.parse(define_flags, argv, TOOL, doc=__doc__)
-  return types.SimpleNamespace(**fv.flag_values_dict(),
-                               config_argv=[a for a in argv if a.startswith('--config')])
+  argv = command_line.renamed_flags([TOOL, *(sys.argv[1:] if argv is None else argv)], RENAMED, TOOL)
+  args = command_line.parse(define_flags, argv, TOOL, doc=__doc__)
+  args.config_argv = [a for a in argv if a.startswith('--config')]
+  return args
 
 
 def pin_threads(threads: int):

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 from absl import flags
 
 from mutualnet_jax.config import loading
+from mutualnet_jax.runtime import command_line
 
 METHODS = ('independent', 'mutualnet', 'usnet')
 
@@ -55,7 +56,7 @@ def parse_args(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   overrides = [a for a in argv if a.startswith('--config.')]
   rest = [a for a in argv if not a.startswith('--config.')]
-  return loading.parse(define_flags, [TOOL, *rest], TOOL, doc=__doc__), overrides
+  return command_line.parse(define_flags, [TOOL, *rest], TOOL, doc=__doc__), overrides
 
 
 def run_configs(args, overrides: Sequence[str], runs: Sequence[str]):

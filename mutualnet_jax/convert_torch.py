@@ -2,8 +2,8 @@
 
 The conversion itself is :mod:`mutualnet_jax.interop.convert_torch`.
 
-  python -m mutualnet_jax.convert_torch --checkpoint FILE.pt --model mobilenet_v1 \
-      --workdir DIR [--num-classes N] [--max-width 1.0]
+  python -m mutualnet_jax.convert_torch --checkpoint=FILE.pt --model=mobilenet_v1 \
+      --workdir=DIR [--num_classes=N] [--max_width=1.0]
 
 Models: mobilenet_v1, mobilenet_v2, resnet50, wideresnet28_10 (the published layouts), and
 wideresnet16_4 (the published WRN layout at depth 16, widen 4).
@@ -11,32 +11,43 @@ wideresnet16_4 (the published WRN layout at depth 16, widen 4).
 Writes an orbax checkpoint to ``DIR/checkpoints`` (step 0).
 """
 
-import argparse
 import os
 import sys
 from typing import Optional, Sequence
 
 import numpy as np
+from absl import flags
 
 from mutualnet_jax.interop import convert_torch
+from mutualnet_jax.runtime import command_line
 from mutualnet_jax.runtime import files
+
+TOOL = 'python -m mutualnet_jax.convert_torch'
+RENAMED = {'--num-classes': '--num_classes', '--max-width': '--max_width'}
+MODELS = ('mobilenet_v1', 'mobilenet_v2', 'resnet50', 'wideresnet28_10', 'wideresnet16_4')
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  del argv
+  flags.DEFINE_string('checkpoint', None, 'Published PyTorch .pt/.pth file.', flag_values=fv)
+  flags.DEFINE_enum('model', None, MODELS, 'The published layout.', flag_values=fv)
+  flags.DEFINE_string('workdir', None, 'Writes WORKDIR/checkpoints (orbax, step 0).',
+                      flag_values=fv)
+  flags.DEFINE_integer('num_classes', None, 'Default: the checkpoint classifier\'s output size.',
+                       flag_values=fv)
+  flags.DEFINE_float('max_width', 1.0, 'Widest width of the model.', flag_values=fv)
+  flags.mark_flags_as_required(['checkpoint', 'model', 'workdir'], flag_values=fv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.convert_torch',
-                              description=__doc__.split('\n')[0])
-  p.add_argument('--checkpoint', required=True, help='published PyTorch .pt/.pth file')
-  p.add_argument('--model', required=True, choices=(
-      'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'wideresnet28_10', 'wideresnet16_4'))
-  p.add_argument('--workdir', required=True, help='writes WORKDIR/checkpoints (orbax, step 0)')
-  p.add_argument('--num-classes', type=int, default=None,
-                 help='default: the checkpoint classifier\'s output size')
-  p.add_argument('--max-width', type=float, default=1.0)
-  args = p.parse_args(argv)
+  """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
+  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
+                       RENAMED, __doc__)
   if not os.path.isfile(args.checkpoint):
-    p.error(f'no such file: {args.checkpoint}')
+    command_line.usage_error(TOOL, f'no such file: {args.checkpoint}')
   if files.Path(args.workdir, 'checkpoints', '0').exists():
-    p.error(f'{args.workdir}/checkpoints already holds step 0; choose another --workdir')
+    command_line.usage_error(TOOL, f'{args.workdir}/checkpoints already holds step 0; choose another '
+                        '--workdir')
   try:
     variables = convert_torch.convert(convert_torch.load_state_dict(args.checkpoint), args.model,
                         num_classes=args.num_classes, max_width=args.max_width)

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from absl import flags
 
 from mutualnet_jax.config import loading
+from mutualnet_jax.runtime import command_line
 
 TOOL = 'python -m mutualnet_jax.export'
 # Old spellings (argparse, before every tool took absl flags) -> new.
@@ -39,7 +40,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
-  args = loading.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
+  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
                        RENAMED, __doc__)
   from mutualnet_jax.interop import export  # pylint: disable=g-import-not-at-top
   try:

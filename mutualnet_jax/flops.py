@@ -2,17 +2,19 @@
 
 The counting is :mod:`mutualnet_jax.evaluation.flops`.
 
-  python -m mutualnet_jax.flops --model mobilenet_v1 --widths 1.0,0.75,0.25 \
-      --resolutions 224,160,128 [--json] [--num-classes 1000] [--max-width 1.0]
+  python -m mutualnet_jax.flops --model=mobilenet_v1 --widths=1.0,0.75,0.25 \
+      --resolutions=224,160,128 [--json] [--num_classes=1000] [--max_width=1.0]
 """
 
-import argparse
 import json
 import sys
 from typing import List, Optional, Sequence
 
+from absl import flags
+
 from mutualnet_jax import models
 from mutualnet_jax.evaluation.flops import count
+from mutualnet_jax.runtime import command_line
 
 
 def _floats(text: str, what: str) -> List[float]:
@@ -29,18 +31,28 @@ def _ints(text: str, what: str) -> List[int]:
     raise ValueError(f'--{what} must be a comma-separated list of integers, got {text!r}')
 
 
+TOOL = 'python -m mutualnet_jax.flops'
+RENAMED = {'--num-classes': '--num_classes', '--max-width': '--max_width',
+           '--min-width': '--min_width'}
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  del argv
+  flags.DEFINE_string('model', None, f'One of {", ".join(sorted(models.REGISTRY))}.',
+                      flag_values=fv)
+  flags.DEFINE_string('widths', '1.0', 'Comma-separated widths.', flag_values=fv)
+  flags.DEFINE_string('resolutions', '224', 'Comma-separated input resolutions.', flag_values=fv)
+  flags.DEFINE_integer('num_classes', 1000, 'Classes.', flag_values=fv)
+  flags.DEFINE_float('max_width', 1.0, 'Widest width of the model.', flag_values=fv)
+  flags.DEFINE_float('min_width', None, 'Lowest width of the model (default: the registry '
+                     'default).', flag_values=fv)
+  flags.DEFINE_bool('json', False, 'Print a JSON list instead of a table.', flag_values=fv)
+  flags.mark_flag_as_required('model', flag_values=fv)
+
+
 def _parse(argv: Optional[Sequence[str]]):
-  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.flops',
-                              description=__doc__.split('\n')[0])
-  p.add_argument('--model', required=True, help=f'one of {", ".join(sorted(models.REGISTRY))}')
-  p.add_argument('--widths', default='1.0', help='comma-separated widths')
-  p.add_argument('--resolutions', default='224', help='comma-separated input resolutions')
-  p.add_argument('--num-classes', type=int, default=1000)
-  p.add_argument('--max-width', type=float, default=1.0)
-  p.add_argument('--min-width', type=float, default=None,
-                 help='lowest width of the model (default: the registry default)')
-  p.add_argument('--json', action='store_true', help='print a JSON list instead of a table')
-  args = p.parse_args(argv)
+  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
+                       RENAMED, __doc__)
   # Validate everything before tracing anything, so errors are quick and clear.
   try:
     widths = _floats(args.widths, 'widths')
@@ -58,7 +70,7 @@ def _parse(argv: Optional[Sequence[str]]):
       if r <= 0:
         raise ValueError(f'resolution must be positive, got {r}')
   except ValueError as e:
-    p.error(str(e))   # exit code 2
+    command_line.usage_error(TOOL, str(e))   # exit code 2
   return args, model, widths, resolutions
 
 

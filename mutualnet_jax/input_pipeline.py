@@ -4,7 +4,10 @@
   python -m mutualnet_jax.input_pipeline --compare   # multi-res vs plain ImageNet pipeline
 """
 
+import functools
 import os
+import sys
+from typing import Sequence
 
 from absl import app
 from absl import logging
@@ -16,15 +19,26 @@ from mutualnet_jax.data import benchmark
 from mutualnet_jax.data import pipeline
 from mutualnet_jax.data import sources
 
+TOOL = 'python -m mutualnet_jax.input_pipeline'
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  loading.define_flag('Config file, optionally file.py:arg, with --config.field=value overrides '
+                      '(default: mutualnet_jax.config.defaults).', flag_values=fv,
+                      required=False, sys_argv=argv)
+  b = functools.partial(flags.DEFINE_bool, flag_values=fv)
+  i = functools.partial(flags.DEFINE_integer, flag_values=fv)
+  b('benchmark', False, 'Print training-pipeline images/s for --config.')
+  b('compare', False, 'Multi-resolution vs plain pipeline on generated JPEGs.')
+  b('prepare', False, 'Prepare the TFDS dataset (imagenet2012: manual dir).')
+  i('num_batches', 50, 'Timed batches.')
+  i('num_images', 800, '--compare: number of generated JPEGs.')
+  i('batch_size', 64, '--compare: batch size.')
+
+
+# Defined on absl's global flags only when run as the tool: importing this module (a test, a
+# notebook, another tool) defines nothing, so several tools can be imported in one process.
 FLAGS = flags.FLAGS
-loading.define_flag('Config file, optionally file.py:arg, with --config.field=value overrides '
-                    '(default: mutualnet_jax.config.defaults).', required=False)
-flags.DEFINE_bool('benchmark', False, 'Print training-pipeline images/s for --config.')
-flags.DEFINE_bool('compare', False, 'Multi-resolution vs plain pipeline on generated JPEGs.')
-flags.DEFINE_bool('prepare', False, 'Prepare the TFDS dataset (imagenet2012: manual dir).')
-flags.DEFINE_integer('num_batches', 50, 'Timed batches.')
-flags.DEFINE_integer('num_images', 800, '--compare: number of generated JPEGs.')
-flags.DEFINE_integer('batch_size', 64, '--compare: batch size.')
 
 
 def main(argv):
@@ -50,4 +64,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags(FLAGS, sys.argv)
   app.run(main)

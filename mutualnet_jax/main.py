@@ -8,6 +8,8 @@ subnets every ``config.eval_every_steps`` steps) and
 
 import logging as std_logging
 import os
+import sys
+from typing import Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -17,14 +19,23 @@ from absl import logging
 
 from mutualnet_jax.config import loading
 
+TOOL = 'python -m mutualnet_jax.main'
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  loading.define_flag('Training config file, optionally file.py:arg; override fields with '
+                      '--config.field=value.', flag_values=fv, sys_argv=argv)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and the query table.',
+                      flag_values=fv)
+  flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval'],
+                    'train; eval (calibrate BN and build the query table from the newest '
+                    'checkpoint); or both in turn.', flag_values=fv)
+  flags.mark_flags_as_required(['workdir'], flag_values=fv)
+
+
+# Defined on absl's global flags only when run as the tool: importing this module (a test, a
+# notebook, another tool) defines nothing, so several tools can be imported in one process.
 FLAGS = flags.FLAGS
-loading.define_flag('Training config file, optionally file.py:arg; override fields with '
-                    '--config.field=value.')
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and the query table.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval'],
-                  'train; eval (calibrate BN and build the query table from the newest '
-                  'checkpoint); or both in turn.')
-flags.mark_flags_as_required(['workdir'])
 
 
 def _quiet_orbax(record) -> bool:
@@ -52,4 +63,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags(FLAGS, sys.argv)
   app.run(main)

@@ -20,6 +20,8 @@ import copy
 import csv
 import json
 import os
+import sys
+from typing import Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -29,16 +31,27 @@ from absl import logging
 
 from mutualnet_jax.config import loading  # pylint: disable=g-import-not-at-top
 
+TOOL = 'python -m mutualnet_jax.referee'
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  loading.define_flag('Training config file, optionally file.py:arg; override fields with '
+                      '--config.field=value.', flag_values=fv, lock_config=False, sys_argv=argv)
+  flags.DEFINE_string('workdir', None, 'Directory for both frameworks\' runs and the report.',
+                      flag_values=fv)
+  flags.DEFINE_list('methods', ['mutualnet', 'independent'],
+                    'Training methods; the gap is the first minus each other.', flag_values=fv)
+  flags.DEFINE_list('seeds', ['0'], 'Seeds (initialisation, data order, draws).',
+                    flag_values=fv)
+  flags.DEFINE_integer('lockstep_steps', 8, 'Steps of the lockstep check (0: none).',
+                       flag_values=fv)
+  flags.DEFINE_integer('torch_threads', 0, 'PyTorch threads (0: its default).', flag_values=fv)
+  flags.mark_flags_as_required(['workdir'], flag_values=fv)
+
+
+# Defined on absl's global flags only when run as the tool: importing this module (a test, a
+# notebook, another tool) defines nothing, so several tools can be imported in one process.
 FLAGS = flags.FLAGS
-loading.define_flag('Training config file, optionally file.py:arg; override fields with '
-                    '--config.field=value.', lock_config=False)
-flags.DEFINE_string('workdir', None, 'Directory for both frameworks\' runs and the report.')
-flags.DEFINE_list('methods', ['mutualnet', 'independent'],
-                  'Training methods; the gap is the first minus each other.')
-flags.DEFINE_list('seeds', ['0'], 'Seeds (initialisation, data order, draws).')
-flags.DEFINE_integer('lockstep_steps', 8, 'Steps of the lockstep check (0: none).')
-flags.DEFINE_integer('torch_threads', 0, 'PyTorch threads (0: its default).')
-flags.mark_flags_as_required(['workdir'])
 
 FRAMEWORKS = ('jax', 'torch')
 
@@ -160,4 +173,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags(FLAGS, sys.argv)
   app.run(main)

@@ -1,31 +1,41 @@
 """Pick a deployment configuration from a query table (MutualNet Sec. 3.3).
 
-  python -m mutualnet_jax.select --table DIR/query_table.csv --max-mflops 150
-  python -m mutualnet_jax.select --table DIR/query_table.csv --max-latency-ms 5 [--json]
+  python -m mutualnet_jax.select --table=DIR/query_table.csv --max_mflops=150
+  python -m mutualnet_jax.select --table=DIR/query_table.csv --max_latency_ms=5 [--json]
 
 Prints the most accurate (width, resolution) within every given budget; exits 1, saying so,
 when no configuration fits. MFLOPs are multiply-adds in millions, as the paper counts them.
 """
 
-import argparse
 import json
 import sys
 from typing import Optional, Sequence
 
+from absl import flags
+
 from mutualnet_jax.evaluation import query_table
+from mutualnet_jax.runtime import command_line
+
+TOOL = 'python -m mutualnet_jax.select'
+RENAMED = {'--max-mflops': '--max_mflops', '--max-latency-ms': '--max_latency_ms'}
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  del argv
+  flags.DEFINE_string('table', None, 'query_table.csv written by --mode=eval.', flag_values=fv)
+  flags.DEFINE_float('max_mflops', None, 'Budget in MMACs.', flag_values=fv)
+  flags.DEFINE_float('max_latency_ms', None, 'Budget in ms at batch 1 (as measured on the '
+                     'table\'s device).', flag_values=fv)
+  flags.DEFINE_bool('json', False, 'Print the chosen row as JSON.', flag_values=fv)
+  flags.mark_flag_as_required('table', flag_values=fv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.select',
-                              description=__doc__.split('\n')[0])
-  p.add_argument('--table', required=True, help='query_table.csv written by --mode=eval')
-  p.add_argument('--max-mflops', type=float, default=None, help='budget in MMACs')
-  p.add_argument('--max-latency-ms', type=float, default=None,
-                 help='budget in ms at batch 1 (as measured on the table\'s device)')
-  p.add_argument('--json', action='store_true', help='print the chosen row as JSON')
-  args = p.parse_args(argv)
+  """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
+  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
+                       RENAMED, __doc__)
   if args.max_mflops is None and args.max_latency_ms is None:
-    p.error('give a budget: --max-mflops and/or --max-latency-ms')
+    command_line.usage_error(TOOL, 'give a budget: --max_mflops and/or --max_latency_ms')
   try:
     rows = query_table.read_csv(args.table)
   except (OSError, ValueError) as e:

@@ -14,6 +14,7 @@ from mutualnet_jax import controlled
 from mutualnet_jax import export as export_cli
 from mutualnet_jax.config import checks
 from mutualnet_jax.config import loading
+from mutualnet_jax.runtime import command_line
 
 CONTROLLED = os.path.join(common.REPO, 'configs', 'controlled.py')
 DEMO = os.path.join(common.REPO, 'configs', 'demo.py')
@@ -37,7 +38,7 @@ def test_load_reads_a_file_its_argument_and_overrides_as_the_command_line_does()
 
 def test_old_flag_spellings_are_translated_with_a_warning_naming_the_new_one(capsys):
   with pytest.warns(DeprecationWarning, match='use --cache_dir'):
-    argv = loading.renamed_flags(['tool', '--cache-dir', 'x', '--no-tf', '--steps=2'],
+    argv = command_line.renamed_flags(['tool', '--cache-dir', 'x', '--no-tf', '--steps=2'],
                                  {'--cache-dir': '--cache_dir', '--no-tf': '--notf'}, 'tool')
   assert argv == ['tool', '--cache_dir', 'x', '--notf', '--steps=2']
   assert 'use --notf' in capsys.readouterr().err
@@ -53,7 +54,7 @@ def test_the_tools_take_a_config_argument_and_overrides():
   assert args.config_argv == [f'--config={CONTROLLED}:mutualnet,narrow,2', '--config.base_lr=0.5']
   argv = ['export', '--workdir=w', '--width=0.5', '--resolution=16', '--out=o',
           f'--config={CONTROLLED}:independent,base,0', '--config.calib_images=96']
-  flags = loading.parse(export_cli.define_flags, argv, 'export')
+  flags = command_line.parse(export_cli.define_flags, argv, 'export')
   assert flags.config.method == 'independent' and flags.config.calib_images == 96
   args, overrides = controlled.parse_args(['--image_folder=/f', '--out=/o', '--config.seed=3',
                                            f'--config={CONTROLLED}'])

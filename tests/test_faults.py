@@ -170,11 +170,12 @@ def test_hard_kills_resume_from_newest_complete_checkpoint_with_identical_params
   for name in ('kill_after_save', 'kill_mid_interval'):
     assert r[name]['killed'], name
 
-  # Killed right after orbax accepted checkpoint 4: only its temporary directory exists.
+  # Killed right after orbax accepted checkpoint 4: at most its temporary directory exists (on
+  # a loaded machine the kill can land before orbax's background thread has created it).
   k1 = r['kill_after_save']
   kill = [e for e in k1['events'] if e['event'] == 'kill'][0]
   assert _steps(kill['listing']) == [2]
-  assert any(n.startswith('4.orbax-checkpoint-tmp') for n in k1['after']), k1['after']
+  assert all(n == '2' or n.startswith('4.orbax-checkpoint-tmp') for n in k1['after']), k1['after']
   assert _steps(k1['after']) == [2]
   # ...so the next run resumes from 2, never the half-written 4, and rewrites 4 cleanly.
   k2 = r['kill_mid_interval']

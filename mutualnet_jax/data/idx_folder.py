@@ -1,6 +1,6 @@
 """MNIST-format (idx) image sets -> a split/class/image.png folder for dataset="image_folder".
 
-  python -m mutualnet_jax.data.idx_folder SRC_DIR OUT_DIR [--size 32]
+  python -m mutualnet_jax.data.idx_folder SRC_DIR OUT_DIR [--size=32]
 
 ``SRC_DIR`` holds ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
 ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz`` (MNIST, Fashion-MNIST; Debian's
@@ -10,13 +10,15 @@ MNIST) and replicated to RGB, so a 32-pixel recipe (``augment='cifar'``) runs on
 without any download.
 """
 
-import argparse
 import gzip
 import os
 import sys
 from typing import Optional, Sequence
 
 import numpy as np
+from absl import flags
+
+from mutualnet_jax.runtime import command_line
 
 SPLITS = {'train': 'train', 'test': 't10k'}
 
@@ -60,13 +62,22 @@ def write_folder(src: str, out: str, size: int = 32) -> dict:
   return counts
 
 
+TOOL = 'python -m mutualnet_jax.data.idx_folder'
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
+  del argv
+  flags.DEFINE_integer('size', 32, 'Pixels after zero-padding.', flag_values=fv)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog='python -m mutualnet_jax.data.idx_folder',
-                              description=__doc__.split('\n')[0])
-  p.add_argument('src', help='folder with the four *-idx?-ubyte.gz files')
-  p.add_argument('out', help='image folder to write (split/class/index.png)')
-  p.add_argument('--size', type=int, default=32, help='pixels after zero-padding')
-  args = p.parse_args(argv)
+  """The command line: SRC_DIR (the four *-idx?-ubyte.gz files), OUT_DIR (the image folder to
+  write, split/class/index.png) and flags; ``argv`` defaults to ``sys.argv[1:]``."""
+  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)],
+                            TOOL, doc=__doc__, positional=True)
+  if len(args.positional) != 2:
+    command_line.usage_error(TOOL, f'give SRC_DIR and OUT_DIR, not {args.positional}')
+  args.src, args.out = args.positional
   try:
     counts = write_folder(args.src, args.out, args.size)
   except (OSError, ValueError) as e:
