@@ -38,17 +38,13 @@ from typing import Sequence
 
 from absl import flags
 
+from mutualnet_jax import compat
 from mutualnet_jax.config import loading
 from mutualnet_jax.runtime import command_line
 
 
 TOOL = 'python -m mutualnet_jax.bench'
-# Old spellings (argparse, before every tool took absl flags) -> new.
-RENAMED = {'--width-step': '--width_step', '--num-classes': '--num_classes',
-           '--layer-forms': '--layer_forms', '--depthwise-impl': '--layer_forms',
-           '--cache-dir': '--cache_dir', '--no-tune-cpu': '--notune_cpu',
-           '--compare-torch': '--compare_torch', '--no-first-step': '--nofirst_step',
-           '--compile-grid': '--compile_grid'}
+RENAMED = compat.FLAGS['bench']   # old spellings -> new
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
@@ -201,7 +197,7 @@ def time_jax(config, steps: int, torch_threads: int = 0):
   t0 = time.perf_counter()
   s.kernels.precompile([x for d in draws for x in d], len(draws[0]))
   for d in draws:
-    s.kernels.ready(d)
+    s.kernels.compile_step(d)
   compile_wall = time.perf_counter() - t0
   log(f'compiled {len(s.kernels.compile_seconds)} kernels in {compile_wall:.1f}s wall')
   def jax_step(d):
@@ -386,7 +382,7 @@ def child_first_step(args, config):
   stage('setup')
   subnets = mutualnet.draw_subnets(config, 0)
   s.kernels.precompile(subnets, len(subnets))
-  s.kernels.ready(subnets)
+  s.kernels.compile_step(subnets)
   stage('kernels_ready')
   s.step(subnets)
   s.block()

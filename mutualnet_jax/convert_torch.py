@@ -18,12 +18,15 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import flags
 
+from mutualnet_jax import compat
 from mutualnet_jax.interop import convert_torch
 from mutualnet_jax.runtime import command_line
 from mutualnet_jax.runtime import files
 
 TOOL = 'python -m mutualnet_jax.convert_torch'
-RENAMED = {'--num-classes': '--num_classes', '--max-width': '--max_width'}
+RENAMED = compat.FLAGS['convert_torch']   # old spellings -> new
+# The library names this module once defined, from their new home (compat.TOOL_NAMES).
+__getattr__ = compat.tool_getattr('mutualnet_jax.convert_torch')
 MODELS = ('mobilenet_v1', 'mobilenet_v2', 'resnet50', 'wideresnet28_10', 'wideresnet16_4')
 
 

@@ -15,12 +15,14 @@ from typing import Optional, Sequence
 
 from absl import flags
 
+from mutualnet_jax import compat
 from mutualnet_jax.config import loading
 from mutualnet_jax.runtime import command_line
 
 TOOL = 'python -m mutualnet_jax.export'
-# Old spellings (argparse, before every tool took absl flags) -> new.
-RENAMED = {'--no-tf': '--notf'}
+RENAMED = compat.FLAGS['export']   # old spellings -> new
+# The library names this module once defined, from their new home (compat.TOOL_NAMES).
+__getattr__ = compat.tool_getattr('mutualnet_jax.export')
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]):

@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 
 from absl import flags
 
+from mutualnet_jax import compat
 from mutualnet_jax import models
 from mutualnet_jax.evaluation.flops import count
 from mutualnet_jax.runtime import command_line
@@ -32,8 +33,9 @@ def _ints(text: str, what: str) -> List[int]:
 
 
 TOOL = 'python -m mutualnet_jax.flops'
-RENAMED = {'--num-classes': '--num_classes', '--max-width': '--max_width',
-           '--min-width': '--min_width'}
+RENAMED = compat.FLAGS['flops']   # old spellings -> new
+# The library names this module once defined, from their new home (compat.TOOL_NAMES).
+__getattr__ = compat.tool_getattr('mutualnet_jax.flops')
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]):

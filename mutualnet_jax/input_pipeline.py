@@ -13,6 +13,7 @@ from absl import app
 from absl import logging
 from absl import flags
 
+from mutualnet_jax import compat
 from mutualnet_jax.config import defaults
 from mutualnet_jax.config import loading
 from mutualnet_jax.data import benchmark
@@ -20,6 +21,8 @@ from mutualnet_jax.data import pipeline
 from mutualnet_jax.data import sources
 
 TOOL = 'python -m mutualnet_jax.input_pipeline'
+# The library names this module once defined, from their new home (compat.TOOL_NAMES).
+__getattr__ = compat.tool_getattr('mutualnet_jax.input_pipeline')
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]):

@@ -73,7 +73,7 @@ def train_and_evaluate(config, framework: str, workdir: str, torch_threads: int 
   os.makedirs(workdir, exist_ok=True)
   if framework == 'jax':
     from mutualnet_jax.training import trainer
-    trainer.train_and_evaluate(config, workdir)
+    trainer.train(config, workdir)
   else:
     from mutualnet_jax.interop import torch_twin
     torch_twin.train(config, workdir, threads=torch_threads)

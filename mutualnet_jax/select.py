@@ -13,11 +13,14 @@ from typing import Optional, Sequence
 
 from absl import flags
 
+from mutualnet_jax import compat
 from mutualnet_jax.evaluation import query_table
 from mutualnet_jax.runtime import command_line
 
 TOOL = 'python -m mutualnet_jax.select'
-RENAMED = {'--max-mflops': '--max_mflops', '--max-latency-ms': '--max_latency_ms'}
+RENAMED = compat.FLAGS['select']   # old spellings -> new
+# The library names this module once defined, from their new home (compat.TOOL_NAMES).
+__getattr__ = compat.tool_getattr('mutualnet_jax.select')
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]):

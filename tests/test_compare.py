@@ -25,8 +25,8 @@ def _run(directory, rows, info=None):
   return str(directory)
 
 
-def _info(mode, **kw):
-  info = dict(mode=mode, model='mobilenet_v1_small', dataset='cifar10', image_folder='',
+def _info(method, **kw):
+  info = dict(method=method, model='mobilenet_v1_small', dataset='cifar10', image_folder='',
               num_classes=10, resolutions=[32], trained_resolutions=[32])
   info.update(kw)
   return info
@@ -108,5 +108,14 @@ def test_run_info_round_trip(tmp_path):
   info = _info('usnet')
   query_table.write_info(info, str(tmp_path))
   assert query_table.read_info(str(tmp_path)) == info
-  assert json.loads((tmp_path / 'query_table.json').read_text())['mode'] == 'usnet'
+  assert json.loads((tmp_path / 'query_table.json').read_text())['method'] == 'usnet'
   assert query_table.read_info(str(tmp_path / 'none')) is None
+
+
+def test_a_table_written_before_the_method_rename_is_read(tmp_path):
+  """query_table.json used to say ``mode``; such a table reads with ``method``, and compares."""
+  old = _info('usnet', resolutions=[32, 24], trained_resolutions=[32])
+  old['mode'] = old.pop('method')
+  (tmp_path / 'query_table.json').write_text(json.dumps(old))
+  assert query_table.read_info(str(tmp_path))['method'] == 'usnet'
+  assert compare.default_label(str(tmp_path), query_table.read_info(str(tmp_path))) == 'usnet+'

@@ -80,7 +80,7 @@ def child(workdir, events, kill_after_save, kill_at_step, step_time):
   checkpointing.restore_latest, checkpointing.save = restore_latest, save
   pipeline.device_batches = device_batches
   c = common.tiny_config(num_train_steps=steps, checkpoint_every_steps=every)
-  state = trainer.train_and_evaluate(c, workdir)
+  state = trainer.train(c, workdir)
   leaves = [np.asarray(l) for l in jax.tree.leaves(jax.device_get(state.params))]
   np.savez(os.path.join(workdir, 'final.npz'), *leaves)
   note(event='done', step=int(state.step))
@@ -259,7 +259,7 @@ def test_corrupt_newest_checkpoint_falls_back_with_warning(kills, tmp_path, capl
     return   # one continued run is enough: it must redo steps 8..10 and match the reference
   caplog.clear()
   with caplog.at_level(logging.WARNING):
-    state = trainer.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
+    state = trainer.train(common.tiny_config(num_train_steps=STEPS,
                                                         checkpoint_every_steps=EVERY), str(wd))
   assert any(f'{ckpt}/10' in m for m in caplog.messages), caplog.messages
   got = [np.asarray(l) for l in jax.tree.leaves(jax.device_get(state.params))]
@@ -276,7 +276,7 @@ def test_no_readable_checkpoint_is_a_clear_error(kills, tmp_path):
     _delete_state_files(str(wd / 'checkpoints' / str(s)))
   before = sorted(os.listdir(wd / 'checkpoints'))
   with pytest.raises(checkpointing.CheckpointError) as e:
-    trainer.train_and_evaluate(common.tiny_config(num_train_steps=STEPS,
+    trainer.train(common.tiny_config(num_train_steps=STEPS,
                                                 checkpoint_every_steps=EVERY), str(wd))
   msg = str(e.value)
   assert 'no checkpoint' in msg and all(f'step {s}:' in msg for s in (6, 8, 10)), msg
@@ -293,7 +293,7 @@ def test_workdir_of_another_run_is_refused_by_name(kills, tmp_path, override, na
   before = {s: os.path.getmtime(wd / 'checkpoints' / s) for s in os.listdir(wd / 'checkpoints')}
   c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=EVERY, **override)
   with pytest.raises(checkpointing.CheckpointError) as e:
-    trainer.train_and_evaluate(c, str(wd))
+    trainer.train(c, str(wd))
   assert f'{named}: ' in str(e.value) and ' -> ' in str(e.value), str(e.value)
   assert {s: os.path.getmtime(wd / 'checkpoints' / s)
           for s in os.listdir(wd / 'checkpoints')} == before
@@ -319,7 +319,7 @@ def test_nan_images_stop_training_naming_step_and_subnet(kills, tmp_path, monkey
 
   monkeypatch.setattr(pipeline, 'device_batches', poisoned)
   with pytest.raises(trainer.NonFiniteError) as e:
-    trainer.train_and_evaluate(c, str(tmp_path))
+    trainer.train(c, str(tmp_path))
   msg = str(e.value)
   assert f'at step {bad_step} in subnet {culprit}' in msg, msg
   steps = _steps(os.listdir(tmp_path / 'checkpoints'))
@@ -335,7 +335,7 @@ def test_huge_learning_rate_stops_with_step_and_subnet(tmp_path):
   c = common.tiny_config(num_train_steps=4, checkpoint_every_steps=1, log_every_steps=1,
                          base_lr=1e30)
   with pytest.raises(trainer.NonFiniteError) as e:
-    trainer.train_and_evaluate(c, str(tmp_path))
+    trainer.train(c, str(tmp_path))
   msg = str(e.value)
   bad = int(msg.split('at step ')[1].split()[0])
   subnets = [str(s) for s in mutualnet.draw_subnets(c, bad)]
@@ -391,7 +391,7 @@ def test_every_problem_listed_at_once_and_before_compiling(tmp_path, monkeypatch
   monkeypatch.setattr(step_kernels.StepKernels, '_build', lambda self, key: compiled.append(key))
   t0 = time.perf_counter()
   with pytest.raises(checks.ConfigError) as e:
-    trainer.train_and_evaluate(c, str(tmp_path / 'wd'))
+    trainer.train(c, str(tmp_path / 'wd'))
   assert time.perf_counter() - t0 < 5.0
   assert len(e.value.problems) >= 7, e.value.problems
   assert compiled == [] and not os.path.exists(tmp_path / 'wd' / 'checkpoints')

@@ -119,9 +119,9 @@ def test_the_comparison_trio_differs_only_in_the_mode():
     spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    trio = [module.get_config(m) for m in mutualnet.MODES]
+    trio = [module.get_config(m) for m in mutualnet.METHODS]
     dicts = [c.to_dict() for c in trio]
-    for d, m in zip(dicts, mutualnet.MODES):
+    for d, m in zip(dicts, mutualnet.METHODS):
       assert d.pop('mode') == d.pop('method') == m   # 'mode' is the field's old name
     assert dicts[0] == dicts[1] == dicts[2]
     assert trio[0].model == 'mobilenet_v1_small'
@@ -161,7 +161,7 @@ def _train(config, workdir, monkeypatch):
     return real(kernels, state, batch, subnets, **kw)
 
   monkeypatch.setattr(step_kernels, 'run_step', spy)
-  trainer.train_and_evaluate(config, str(workdir))
+  trainer.train(config, str(workdir))
   return ran, keys
 
 
@@ -178,7 +178,7 @@ def test_independent_trains_and_evaluates_exactly_its_configuration(tmp_path, mo
   rows = evaluator.evaluate_grid(c, str(tmp_path))
   assert _grid(rows) == [(0.5, 12)] and rows[0]['step'] == 3
   info = json.loads((tmp_path / 'query_table.json').read_text())
-  assert (info['mode'], info['trained_width'], info['trained_resolutions']) == (
+  assert (info['method'], info['trained_width'], info['trained_resolutions']) == (
       'independent', 0.5, [12])
   assert info['config']['independent_resolution'] == 12
 

@@ -65,7 +65,7 @@ def same_global_batches(config, start_step=0, **unused):
     yield {'label': labels[step - offset, rows], 'image_16': x, 'image_8': x[:, ::2, ::2]}
 
 trainer.pipeline.create_train_dataset = same_global_batches
-state = trainer.train_and_evaluate(c, workdir)
+state = trainer.train(c, workdir)
 flat = lambda tree: np.concatenate([np.ravel(l) for l in jax.tree.leaves(jax.device_get(tree))])
 start = step_kernels.init_params(models.from_config(c), c)   # what training started from
 # The parameters go to a file: printed, they would fill the stdout pipe of the process the test

@@ -9,7 +9,7 @@ from mutualnet_jax.training import trainer
 
 def test_profile_steps_write_a_trace_into_the_workdir(tmp_path):
   c = common.tiny_config(num_train_steps=3, profile_steps=(1, 2), checkpoint_every_steps=10)
-  trainer.train_and_evaluate(c, str(tmp_path))
+  trainer.train(c, str(tmp_path))
   # jax.profiler's layout, what TensorBoard's profile plugin reads: <logdir>/plugins/profile/
   # <run>/<host>.xplane.pb.
   traces = glob.glob(os.path.join(tmp_path, 'profile', 'plugins', 'profile', '*', '*.xplane.pb'))
@@ -20,5 +20,5 @@ def test_profile_steps_write_a_trace_into_the_workdir(tmp_path):
 
 
 def test_no_trace_unless_asked(tmp_path):
-  trainer.train_and_evaluate(common.tiny_config(num_train_steps=2), str(tmp_path))
+  trainer.train(common.tiny_config(num_train_steps=2), str(tmp_path))
   assert not os.path.exists(tmp_path / 'profile')

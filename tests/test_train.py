@@ -196,7 +196,7 @@ if sigterm_at >= 0:
         os.kill(os.getpid(), signal.SIGTERM)   # what a TPU preemption sends
       yield batch
   trainer.pipeline.device_batches = interrupted
-state = trainer.train_and_evaluate(c, workdir)
+state = trainer.train(c, workdir)
 leaves = jax.tree.leaves(jax.device_get(state.params))
 print(json.dumps({'step': int(state.step), 'started': started,
                   'checksum': [float(np.sum(np.abs(l))) for l in leaves],

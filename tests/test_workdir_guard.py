@@ -59,7 +59,7 @@ def _record_start(monkeypatch):
 def ref(tmp_path_factory):
   """An uninterrupted run: (its workdir, its final parameters)."""
   wd = tmp_path_factory.mktemp('ref')
-  return wd, _leaves(trainer.train_and_evaluate(_config(), str(wd)))
+  return wd, _leaves(trainer.train(_config(), str(wd)))
 
 
 def _copy(ref, tmp_path, keep=(2, 4, 6)):
@@ -97,7 +97,7 @@ def test_resume_with_changed_training_fields_names_each_before_compiling(ref, tm
   c = _config(base_lr=1.0, seed=3, crop_scale=(0.5, 1.0), global_batch_size=64,
               log_every_steps=1, checkpoint_every_steps=3, eval_batch_size=50)  # 3 safe ones
   with pytest.raises(checkpointing.ConfigChangedError) as e:
-    trainer.train_and_evaluate(c, str(wd))
+    trainer.train(c, str(wd))
   assert sorted(e.value.changes) == [
       'base_lr: 3.2 -> 1.0', 'crop_scale: [0.25, 1.0] -> [0.5, 1.0]',
       'global_batch_size: 32 -> 64', 'seed: 0 -> 3'], e.value.changes
@@ -111,7 +111,7 @@ def test_safe_changes_resume_and_an_accepted_change_is_announced(ref, tmp_path, 
   c = _config(base_lr=1.0, accept_config_changes='base_lr', log_every_steps=3)
   started = _record_start(monkeypatch)
   with caplog.at_level(logging.WARNING):
-    state = trainer.train_and_evaluate(c, str(wd))
+    state = trainer.train(c, str(wd))
   assert started == [2] and int(state.step) == STEPS
   loud = [m for m in caplog.messages if 'CONFIG CHANGED ON RESUME' in m]
   assert loud and 'base_lr: 3.2 -> 1.0' in loud[0] and 'Kept from checkpoint 2' in loud[0], loud
@@ -128,7 +128,7 @@ def test_checkpoint_without_recorded_config_resumes_with_a_warning(ref, tmp_path
   del meta['config']
   path.write_text(json.dumps(meta))
   with caplog.at_level(logging.WARNING):
-    state = trainer.train_and_evaluate(_config(seed=5), str(wd))   # cannot be detected
+    state = trainer.train(_config(seed=5), str(wd))   # cannot be detected
   assert int(state.step) == STEPS
   assert any('does not record' in m and 'seed' in m for m in caplog.messages), caplog.messages
 
@@ -160,7 +160,7 @@ def test_second_run_is_refused_naming_the_first_and_a_killed_runs_lock_is_taken_
     compiled = _no_compiling(monkeypatch)
     t0 = time.perf_counter()
     with pytest.raises(workdir_lock.WorkdirLockedError) as e:
-      trainer.train_and_evaluate(_config(), str(wd))
+      trainer.train(_config(), str(wd))
     msg = str(e.value)
     assert time.perf_counter() - t0 < 10 and compiled == []
     info = json.loads((wd / workdir_lock.LOCK_NAME).read_text())
@@ -217,7 +217,7 @@ def test_full_disk_stops_training_and_a_restart_resumes_bit_exactly(ref, tmp_pat
 
   monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, '_save_fn', full_at_4)
   with pytest.raises(checkpointing.CheckpointError) as e:
-    trainer.train_and_evaluate(_config(), str(wd))
+    trainer.train(_config(), str(wd))
   msg = str(e.value)
   assert 'no space left on device' in msg and 'step 4' in msg, msg
   assert 'newest complete checkpoint is step 2' in msg, msg
@@ -226,7 +226,7 @@ def test_full_disk_stops_training_and_a_restart_resumes_bit_exactly(ref, tmp_pat
   monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, '_save_fn', real)
 
   started = _record_start(monkeypatch)
-  state = trainer.train_and_evaluate(_config(), str(wd))   # space again
+  state = trainer.train(_config(), str(wd))   # space again
   assert started == [2] and int(state.step) == STEPS
   for a, b in zip(_leaves(state), ref[1]):
     np.testing.assert_array_equal(a, b)

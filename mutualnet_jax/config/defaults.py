@@ -9,6 +9,8 @@ import os
 
 import ml_collections
 
+from mutualnet_jax import compat
+
 # The training methods the paper compares (``config.method``).
 METHODS = ('mutualnet', 'usnet', 'independent')
 # What the students of a step learn from: the teacher's softmax (the paper's KL divergence) or,
@@ -33,7 +35,6 @@ def get_config() -> ml_collections.ConfigDict:
   # Training method: 'mutualnet' (sandwich rule x resolution), 'usnet' (sandwich rule, highest
   # resolution only) or 'independent' (one width, one resolution, cross-entropy only).
   c.method = 'mutualnet'
-  c.mode = c.get_ref('method')   # the field's old name (apart from main's --mode=train|eval)
   c.num_random_widths = 2
   c.student_targets = 'teacher'   # or 'labels': the students without distillation (ablation)
   c.independent_width = 1.0
@@ -130,15 +131,18 @@ def get_config() -> ml_collections.ConfigDict:
   # Synchronous dispatch, glibc keeps freed memory, YNNPACK fusions for the training kernels
   # (mutualnet_jax/runtime/xla_cpu.py). Applied on the CPU backend only.
   c.xla_cpu.tune_runtime = True
-  # The fields' old names, kept working: setting one sets the other.
-  c.depthwise_impl = c.xla_cpu.get_ref('layer_forms')
-  c.tune_cpu_runtime = c.xla_cpu.get_ref('tune_runtime')
 
   # Multi-host: '' means auto-detect (TPU VM) or single process.
   c.coordinator_address = ''
   c.num_processes = 0
   c.process_id = -1
   c.heartbeat_timeout_s = 100   # a process silent this long is lost: the others exit non-zero
+  # The fields' old names (compat.CONFIG_FIELDS; ``mode`` apart from main's --mode=train|eval),
+  # kept working: setting one sets the other.
+  for old, new in compat.CONFIG_FIELDS.items():
+    *group, leaf = new.split('.')
+    parent = c[group[0]] if group else c
+    c[old] = parent.get_ref(leaf)
   return c
 
 

@@ -47,20 +47,20 @@ class Run:
       raise CompareError(f'{path} has no rows')
     self.info = query_table.read_info(directory)
     self.label = label or default_label(directory, self.info)
-    self.mode = (self.info or {}).get('mode') or (
+    self.method = (self.info or {}).get('method') or (
         'independent' if self.label.startswith('independent') else None)
 
 
 def default_label(directory: str, info: Optional[Dict]) -> str:
-  """The mode that trained the run (``usnet+`` when evaluated beyond its resolutions), or, for
+  """The method that trained the run (``usnet+`` when evaluated beyond its resolutions), or, for
   a table without metadata, the directory's name."""
   if not info:
     return os.path.basename(os.path.normpath(directory))
-  mode = info.get('mode', 'run')
+  method = info.get('method', 'run')
   trained = set(info.get('trained_resolutions') or ())
-  if mode == 'usnet' and trained and set(info.get('resolutions') or ()) - trained:
+  if method == 'usnet' and trained and set(info.get('resolutions') or ()) - trained:
     return 'usnet+'
-  return mode
+  return method
 
 
 def parse_run_args(args: Sequence[str]) -> List[Tuple[Optional[str], str]]:
@@ -97,7 +97,7 @@ def methods(runs: Sequence[Run]) -> Dict[str, Dict]:
     m = out.setdefault(r.label, {'rows': [], 'runs': [], 'markers': False})
     m['rows'] += [dict(row, run=r.directory) for row in r.rows]
     m['runs'].append(r.directory)
-    m['markers'] = m['markers'] or r.mode == 'independent'
+    m['markers'] = m['markers'] or r.method == 'independent'
   return out
 
 

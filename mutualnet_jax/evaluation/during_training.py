@@ -117,8 +117,7 @@ class PeriodicEvaluation:
 def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] = None):
   """Train, evaluating during training when ``config.eval_every_steps > 0``.
 
-  What ``python -m mutualnet_jax.main`` runs; otherwise :func:`trainer.train_and_evaluate`.
+  What ``python -m mutualnet_jax.main`` runs; training alone is :func:`trainer.train`.
   """
   hooks = [PeriodicEvaluation(config)] if config.get('eval_every_steps', 0) > 0 else []
-  return trainer.train_and_evaluate(config, workdir, stop_after_steps=stop_after_steps,
-                                    hooks=hooks)
+  return trainer.train(config, workdir, stop_after_steps=stop_after_steps, hooks=hooks)

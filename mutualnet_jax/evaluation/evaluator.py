@@ -115,8 +115,8 @@ def table_dir(config, workdir: str) -> str:
 
 
 def run_info(config, step: int, widths, resolutions) -> Dict:
-  """What produced a query table: mode, model, data, the grid, and the whole config."""
-  info = {'mode': str(config.method), 'model': str(config.model), 'dataset': str(config.dataset),
+  """What produced a query table: method, model, data, the grid, and the whole config."""
+  info = {'method': str(config.method), 'model': str(config.model), 'dataset': str(config.dataset),
           'image_folder': str(config.get('image_folder', '')),
           'num_classes': int(config.num_classes), 'step': int(step),
           'widths': [float(w) for w in widths], 'resolutions': [int(r) for r in resolutions],

@@ -172,11 +172,16 @@ def write_info(info: Dict, workdir: str) -> str:
 
 
 def read_info(workdir: str) -> Optional[Dict]:
-  """The table's ``query_table.json``, or None when it has none (a hand-made table)."""
+  """The table's ``query_table.json``, or None when it has none (a hand-made table).
+
+  Tables written before ``mode`` was renamed ``method`` are read with ``method``."""
   path = files.Path(os.path.join(workdir, INFO_FILE))
   if not path.exists():
     return None
-  return json.loads(path.read_bytes().decode())
+  info = json.loads(path.read_bytes().decode())
+  if 'mode' in info and 'method' not in info:
+    info['method'] = info.pop('mode')
+  return info
 
 
 def describe(row) -> str:

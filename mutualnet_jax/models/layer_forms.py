@@ -21,12 +21,14 @@ from typing import Any, Callable
 
 import jax
 
+from mutualnet_jax import compat
 from mutualnet_jax.models import native_forms
 from mutualnet_jax.models.native_forms import BN_EPS  # pylint: disable=unused-import
 
 Array = Any
 CHOICES = ('auto', 'native', 'xla_cpu')
-_ALIASES = {'shifted': 'xla_cpu'}
+_ALIASES = {old: new for (field, old), new in compat.CONFIG_VALUES.items()
+            if field == 'xla_cpu.layer_forms'}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from mutualnet_jax import compat
 from mutualnet_jax import models
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
@@ -52,7 +53,7 @@ SAFE_FIELDS = (
     'eval_every_steps', 'eval_subnets', 'eval_calib_images', 'eval_num_examples',
     'profile_steps')
 # Old names of fields above (config/defaults.py links them): checked through the new name.
-ALIAS_FIELDS = ('mode', 'depthwise_impl', 'tune_cpu_runtime')
+ALIAS_FIELDS = tuple(compat.CONFIG_FIELDS)
 
 
 class CheckpointError(RuntimeError):
@@ -83,7 +84,7 @@ def run_metadata(config) -> Dict[str, Any]:
   lower, _ = grids.model_width_range(config)
   meta = {'model': config.model, 'num_classes': int(config.num_classes),
           'max_width': float(config.width_upper), 'width_lower': lower,
-          'width_upper': float(config.width_upper), 'mode': str(config.method),
+          'width_upper': float(config.width_upper), 'method': str(config.method),
           'dataset': str(config.dataset), 'config': trained_config(config)}
   if config.method == 'independent':
     meta['resolution'] = int(config.independent_resolution)

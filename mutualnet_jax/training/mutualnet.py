@@ -33,11 +33,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mutualnet_jax import compat
 from mutualnet_jax.config.defaults import METHODS
 from mutualnet_jax.data import image_key
 from mutualnet_jax.models import width_grid
 
-MODES = METHODS   # the old name
+
+
+def __getattr__(name):
+  if name == 'MODES':   # the old name of METHODS (compat.NAMES)
+    compat.warn(f'{__name__}.MODES', f'{__name__}.METHODS')
+    return METHODS
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 @dataclasses.dataclass(frozen=True)

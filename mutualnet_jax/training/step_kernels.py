@@ -24,6 +24,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mutualnet_jax import compat
 from mutualnet_jax.runtime import kernel_cache
 from mutualnet_jax.data import image_key
 from mutualnet_jax.training import mutualnet
@@ -223,7 +224,7 @@ class StepKernels:
     for s in subnets:
       self._future(self.key(s), background=True)
 
-  def ready(self, subnets: Sequence[Subnet]) -> bool:
+  def compile_step(self, subnets: Sequence[Subnet]) -> bool:
     """Compile (or wait for) every kernel of a step; True if one is used for the first time.
 
     The answer depends only on the sequence of draws, never on compile timing, so every host
@@ -235,6 +236,8 @@ class StepKernels:
     for k in keys:
       self._future(k, background=False).result()
     return first_use
+
+  ready = compat.renamed('training.step_kernels.StepKernels.ready', compile_step)
 
   @functools.cached_property
   def label_targets(self):

@@ -25,6 +25,7 @@ from clu import parameter_overview
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mutualnet_jax import compat
 from mutualnet_jax.training import checkpointing
 from mutualnet_jax.config import checks
 from mutualnet_jax.runtime import xla_cpu
@@ -150,9 +151,13 @@ def check_finite(state, config) -> None:
         'kept at their last finite values and no checkpoint was written after it.')
 
 
-def train_and_evaluate(config, workdir: str, *, stop_after_steps: Optional[int] = None,
-                       hooks: Sequence[Hook] = ()):
+def train(config, workdir: str, *, stop_after_steps: Optional[int] = None,
+          hooks: Sequence[Hook] = ()):
   """Train (resuming from the newest checkpoint in ``workdir``); returns the final state.
+
+  Training only: ``evaluation.during_training.train_and_evaluate`` (what ``main`` runs) adds
+  evaluation during training through ``hooks``, and ``evaluation.evaluator.evaluate_grid``
+  builds the query table afterwards.
 
   ``stop_after_steps`` ends this call after that many steps without touching the schedule (as a
   preemption would), which tests use to check exact resumption. ``hooks``: see :data:`Hook`
@@ -232,7 +237,7 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(batches)
         subnets = mutualnet.draw_subnets(config, step)
-        if kernels.ready(subnets):   # a new kernel was compiled: let the slower hosts catch up
+        if kernels.compile_step(subnets):   # a new kernel was compiled: let the slower hosts catch up
           parallel.wait_for_all_processes(f'kernels_ready_{step}')
         state, metrics = run(state, batch, subnets)
       report(step + 1)
@@ -274,3 +279,7 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
   logging.info('Stopped after step %d; compiled %d subnet kernels.', step + 1,
                len(kernels.compiled))
   return state
+
+
+# It only trains; evaluation.during_training.train_and_evaluate trains and evaluates.
+train_and_evaluate = compat.renamed('training.trainer.train_and_evaluate', train)
