@@ -13,8 +13,9 @@ kernel the timed steps use is done (and timed, ``compile_s``) before the timed s
 ``step_s`` is the median steady-state step. ``first_step_s`` / ``warm_first_step_s`` come from
 two fresh child processes sharing a fresh persistent compilation cache (cold, then warm): the
 time from just before the child is spawned to its first step done, which is what a (re)started
-run waits. ``--compare_torch`` times the same step in PyTorch (``torch_models``): same draws,
-batch and losses, one Nesterov SGD update; twice: ``torch_step_s`` in a fresh process with
+run waits. ``--compare_torch`` times the same step in PyTorch: the referee's
+(``interop.torch_twin.TorchTwin.step_tensors``, the project's one PyTorch step) with the same
+draws, batch, losses (summed, one backward pass), schedule and Nesterov SGD update; twice: ``torch_step_s`` in a fresh process with
 glibc's defaults (PyTorch as it runs out of the box), and ``torch_same_process_step_s``
 interleaved step by step with the JAX steps in this process, so under the same allocator
 settings (``runtime.xla_cpu``'s, unless ``--notune_cpu``) and the same minutes of machine load.
@@ -139,25 +140,15 @@ class Setup:
   def __init__(self, config, max_workers=2):
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from mutualnet_jax.runtime import xla_cpu
-    from mutualnet_jax import models
-    from mutualnet_jax.training import optim
     from mutualnet_jax.runtime import parallel
     from mutualnet_jax.training import mutualnet
     from mutualnet_jax.training import step_kernels
     self.config = config
     self.mesh = parallel.create_mesh()
-    self.model = models.from_config(config)
-    params = step_kernels.init_params(self.model, config)
-    schedule = optim.learning_rate_schedule(config, *SCHEDULE)
-    self.optimizer = optim.create_optimizer(config, schedule)
-    rep, shard = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(parallel.DATA))
-    self.state = jax.device_put(step_kernels.create_train_state(params, self.optimizer), rep)
-    self.kernels = step_kernels.StepKernels(
-        self.model, self.optimizer, self.mesh, jax.eval_shape(lambda: params),
-        config.global_batch_size, config.num_classes, max_workers=max_workers,
-        compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
-        cache_tag=optim.describe(config, *SCHEDULE))
+    step = step_kernels.build_step(config, self.mesh, *SCHEDULE, max_workers=max_workers)
+    self.model, self.optimizer = step.model, step.optimizer
+    self.state, self.kernels = step.state, step.kernels
+    shard = NamedSharding(self.mesh, P(parallel.DATA))
     self.batch = jax.device_put(synthetic_batch(config), shard)
     self.image_key = mutualnet.image_key
 
@@ -265,46 +256,30 @@ def kernel_breakdown(s, draws, repeats=3):
   return out
 
 
-def torch_model(config):
-  """The config's model from ``torch_models`` (the tiny and small v1 built from their registry
-  entries)."""
-  from mutualnet_jax.interop import torch_models
-  if not config.model.startswith('mobilenet_v'):
-    raise ValueError(f'--compare_torch supports the MobileNets, not {config.model}')
-  return torch_models.like(config.model, num_classes=config.num_classes,
-                           max_width=config.width_upper, min_width=config.width_lower)
-
-
 def torch_stepper(config, threads: int):
-  """The same training step in PyTorch on CPU (same draws' subnets, batch, losses and Nesterov
-  SGD update): returns ``step(subnets)`` and a dict describing the PyTorch build."""
+  """The same training step in PyTorch on CPU: the referee's (``interop.torch_twin.TorchTwin``,
+  the project's one PyTorch step) on the same draws' subnets, batch, losses, schedule and
+  Nesterov SGD update, from PyTorch's own initialisation, fed tensors converted once (the timed
+  loop holds no NHWC -> NCHW copies). Returns ``step(subnets)`` and a dict describing the
+  PyTorch build."""
+  import itertools
   import numpy as np
   import torch
-  import torch.nn.functional as F
+  from mutualnet_jax.interop import torch_twin
   from mutualnet_jax.training import mutualnet
-  from mutualnet_jax.interop import torch_models
+  if not config.model.startswith('mobilenet_v'):
+    raise ValueError(f'--compare_torch supports the MobileNets, not {config.model}')
   host_batch = synthetic_batch(config)
   torch.set_num_threads(threads)
   torch.manual_seed(0)
-  model = torch_model(config)
-  # Coupled weight decay on dense/pointwise conv and linear weights only, as optim.decay_mask.
-  lr = config.base_lr * config.global_batch_size / 1024
-  opt = torch.optim.SGD(torch_models.sgd_param_groups(model, config.weight_decay), lr=lr,
-                        momentum=config.momentum, nesterov=config.nesterov)
+  twin = torch_twin.TorchTwin(config, None, *SCHEDULE)   # one BN shard: one CPU process
   images = {r: torch.from_numpy(np.ascontiguousarray(
       host_batch[mutualnet.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}
   labels = torch.from_numpy(host_batch['label'].astype(np.int64))
+  steps = itertools.count()
 
   def step(subnets):
-    opt.zero_grad(set_to_none=True)
-    t = subnets[0]
-    logits = model(images[t.resolution], t.width)
-    F.cross_entropy(logits, labels).backward()
-    probs = F.softmax(logits.detach(), dim=1)
-    for s in subnets[1:]:
-      log_p = F.log_softmax(model(images[s.resolution], s.width), dim=1)
-      F.kl_div(log_p, probs, reduction='batchmean').backward()
-    opt.step()
+    twin.step_tensors(next(steps), images, labels, subnets)
 
   return step, {'torch_threads': torch.get_num_threads(), 'torch_version': torch.__version__}
 
@@ -320,8 +295,9 @@ def _timed(step, draws):
 
 
 def torch_in_fresh_process(args):
-  """The PyTorch step in a fresh process without JAX and with glibc's defaults: PyTorch as it
-  runs out of the box."""
+  """The PyTorch step in a fresh process with glibc's defaults: PyTorch as it runs out of the
+  box. The process imports no TensorFlow; JAX runs only the learning-rate schedule (one small
+  computation a step, as in the referee)."""
   log('torch child (glibc defaults)')
   return _run_child(_child_cmd(args, 'torch', 'none', ['--steps', str(args.steps)]))
 

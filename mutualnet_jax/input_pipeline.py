@@ -61,7 +61,8 @@ def main(argv):
     print(f'training pipeline ({config.dataset}, resolutions {tuple(config.resolutions)}, '
           f'batch {config.global_batch_size}): {rate:.1f} images/s; nproc={os.cpu_count()}')
   if FLAGS.compare:
-    benchmark.compare(FLAGS.num_images, FLAGS.batch_size, FLAGS.num_batches)
+    benchmark.compare(FLAGS.num_images, FLAGS.batch_size, FLAGS.num_batches,
+                      defaults.get_config())
   if not (FLAGS.prepare or FLAGS.benchmark or FLAGS.compare):
     logging.info('Nothing to do: pass --benchmark, --compare or --prepare.')
 

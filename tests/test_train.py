@@ -16,20 +16,14 @@ from mutualnet_jax.training import step_kernels
 STEP_ON_8_DEVICES = r'''
 import json, re
 import jax, jax.numpy as jnp, numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 import common
-from mutualnet_jax import models
 from mutualnet_jax.data import pipeline, sources
 from mutualnet_jax.runtime import parallel
-from mutualnet_jax.training import mutualnet, optim, step_kernels
+from mutualnet_jax.training import mutualnet, step_kernels
 c = common.tiny_config(num_train_steps=8)
 mesh = parallel.create_mesh()
-model = models.from_config(c)
-params = step_kernels.init_params(model, c)
-opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
-state = jax.device_put(step_kernels.create_train_state(params, opt), NamedSharding(mesh, P()))
-kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
-                                 c.global_batch_size, c.num_classes)
+parts = step_kernels.build_step(c, mesh, 100, 10)
+state, kernels = parts.state, parts.kernels
 batch = next(pipeline.device_batches(pipeline.create_train_dataset(c), mesh))
 drawn, losses, per_step = set(), [], []
 for step in range(c.num_train_steps):
@@ -230,13 +224,11 @@ def test_without_distillation_the_students_learn_from_the_labels():
   from mutualnet_jax.runtime import parallel
   c = common.tiny_config(student_targets='labels')
   mesh = parallel.create_mesh()
-  model = models.from_config(c)
-  params = step_kernels.init_params(model, c)
-  opt = optim.create_optimizer(c, optim.learning_rate_schedule(c, 100, 10))
-  state = lambda: jax.device_put(step_kernels.create_train_state(params, opt),
+  parts = step_kernels.build_step(c, mesh, 100, 10)
+  model, kernels = parts.model, parts.kernels
+  params = jax.device_get(parts.state.params)
+  state = lambda: jax.device_put(step_kernels.create_train_state(params, parts.optimizer),
                                  NamedSharding(mesh, P()))   # the update donates it
-  kernels = step_kernels.StepKernels(model, opt, mesh, jax.eval_shape(lambda: params),
-                                     c.global_batch_size, c.num_classes)
   batch = next(pipeline.device_batches(pipeline.create_train_dataset(c), mesh))
   subnets = mutualnet.draw_subnets(c, 0)
   apply = lambda p, images, width: model.apply({'params': p}, images, width=width, train=True)

@@ -250,6 +250,13 @@ def test_init_checkpoint_takes_every_parameter_but_a_skipped_classifier(ref, tmp
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(fresh['classifier']),
                                                         jax.tree.leaves(trained['classifier'])))
+  # The trainer's step starts from them: build_step applies its init to the fresh parameters.
+  from mutualnet_jax.runtime import parallel  # pylint: disable=g-import-not-at-top
+  parts = step_kernels.build_step(c, parallel.create_mesh(), 10, 5,
+                                  init=lambda p: trainer.load_pretrained(p, c))
+  for a, b in zip(jax.tree.leaves(jax.device_get(parts.state.params)), jax.tree.leaves(merged)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  parts.kernels.close()
   wide = _config(init_checkpoint=str(ref[0]), width_upper=2.0, width_step=0.5)
   with pytest.raises(checkpointing.CheckpointError, match='does not match'):
     trainer.load_pretrained(step_kernels.init_params(models.from_config(wide), wide), wide)

@@ -6,6 +6,7 @@ pipeline at (224, 192, 160, 128) and (b) a plain single-resolution one (decode, 
 crop, flip, normalize), both reading the same files with the same parallelism.
 """
 
+import copy
 import os
 import tempfile
 import time
@@ -81,13 +82,16 @@ def plain_imagenet_dataset(root, batch_size, size=224, seed=0, area_range=(0.08,
   return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
-def compare(num_images, batch_size, num_batches):
-  """Prints images/s of the multi-resolution and plain pipelines, and their cost ratio."""
+def compare(num_images, batch_size, num_batches, config):
+  """Prints images/s of the multi-resolution and plain pipelines, and their cost ratio.
+
+  ``config``: the defaults (``config.defaults.get_config()``; the data layer cannot import the
+  config layer), whose data fields are replaced by a folder of generated JPEGs."""
   with tempfile.TemporaryDirectory() as root:
     t = time.perf_counter()
     write_jpegs(root, num_images)
     print(f'wrote {num_images} JPEGs in {time.perf_counter() - t:.1f}s; nproc={os.cpu_count()}')
-    config = defaults.get_config()
+    config = copy.deepcopy(config)
     config.dataset = 'image_folder'
     config.image_folder = root
     config.eval_split = 'train'

@@ -29,18 +29,18 @@ from absl import logging
 
 from mutualnet_jax import models
 from mutualnet_jax.data import image_key
-from mutualnet_jax.data import pipeline
 from mutualnet_jax.interop import convert_torch
 from mutualnet_jax.interop import torch_models
-from mutualnet_jax.training import checkpointing
 from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training import optim
-from mutualnet_jax.training import step_kernels
-from mutualnet_jax.training import trainer
+# The input pipeline, checkpoints, trainer and JAX kernels are imported by the functions that run
+# the JAX side (train, lockstep), so the benchmark's PyTorch process, which times
+# TorchTwin.step_tensors, loads neither TensorFlow nor orbax.
 
 
 def initial_params(config):
   """The JAX run's initial parameters (``step_kernels.init_params``: deterministic in the seed)."""
+  from mutualnet_jax.training import step_kernels   # pylint: disable=g-import-not-at-top
   return step_kernels.init_params(models.from_config(config), config)
 
 
@@ -53,6 +53,8 @@ class TorchTwin:
   """
 
   def __init__(self, config, params, total_steps: int, steps_per_epoch: int, shards: int = 1):
+    """``params``: the Flax parameters to start from; None keeps PyTorch's own initialisation
+    (the benchmark times steps, not what they reach)."""
     if config.get('compute_dtype', 'float32') != 'float32':
       raise ValueError(f'the twin computes in float32; referee a float32 run, not '
                        f'compute_dtype={config.compute_dtype!r}')
@@ -60,7 +62,8 @@ class TorchTwin:
     self.model = torch_models.like(config.model, num_classes=config.num_classes,
                                    max_width=config.width_upper,
                                    min_width=models.from_config(config).min_width)
-    self.load(params)
+    if params is not None:
+      self.load(params)
     self.optimizer = torch.optim.SGD(
         torch_models.sgd_param_groups(self.model, config.weight_decay,
                                       config.get('weight_decay_on', 'kernels')),
@@ -87,17 +90,23 @@ class TorchTwin:
   def step(self, step: int, batch: Dict[str, np.ndarray],
            subnets: Sequence[mutualnet.Subnet]) -> List[float]:
     """One step on a host batch (NHWC numpy, as the pipeline yields it); the subnets' losses."""
+    images = {r: torch.from_numpy(np.ascontiguousarray(batch[image_key(r)].transpose(0, 3, 1, 2)))
+              for r in {s.resolution for s in subnets}}
+    labels = torch.from_numpy(np.asarray(batch['label'], np.int64))
+    return [float(l) for l in self.step_tensors(step, images, labels, subnets)]
+
+  def step_tensors(self, step: int, images: Dict[int, torch.Tensor], labels: torch.Tensor,
+                   subnets: Sequence[mutualnet.Subnet]) -> List[torch.Tensor]:
+    """One step on NCHW images per resolution and int64 labels, already tensors (what the
+    benchmark times); the subnets' losses, detached."""
     lr = float(self.schedule(step))
     for g in self.optimizer.param_groups:
       g['lr'] = lr
-    images = lambda r: torch.from_numpy(np.ascontiguousarray(
-        batch[image_key(r)].transpose(0, 3, 1, 2)))
-    labels = torch.from_numpy(np.asarray(batch['label'], np.int64))
     self.optimizer.zero_grad(set_to_none=True)
     forward = lambda x, width: torch.cat([self.model(part, width)
                                           for part in x.chunk(self.shards)])
     teacher, students = subnets[0], subnets[1:]
-    logits = forward(images(teacher.resolution), teacher.width)
+    logits = forward(images[teacher.resolution], teacher.width)
     loss = F.cross_entropy(logits, labels)
     losses = [loss]
     if self.config.get('student_targets', 'teacher') == 'labels':
@@ -105,11 +114,11 @@ class TorchTwin:
     else:
       targets = F.softmax(logits.detach(), dim=-1)
     for s in students:
-      log_p = F.log_softmax(forward(images(s.resolution), s.width), dim=-1)
+      log_p = F.log_softmax(forward(images[s.resolution], s.width), dim=-1)
       losses.append(F.kl_div(log_p, targets, reduction='batchmean'))
     torch.stack(losses).sum().backward()
     self.optimizer.step()
-    return [float(l) for l in losses]
+    return [l.detach() for l in losses]
 
 
 def _shards(config) -> int:
@@ -119,6 +128,7 @@ def _shards(config) -> int:
 
 
 def _batches(config):
+  from mutualnet_jax.data import pipeline   # pylint: disable=g-import-not-at-top
   return pipeline.create_train_dataset(config).as_numpy_iterator()
 
 
@@ -126,6 +136,10 @@ def train(config, workdir: str, *, threads: int = 0) -> Dict[str, Any]:
   """Train the twin for the config's schedule on the pipeline's batches; write its parameters as
   the checkpoint of ``workdir`` (at the last step, with the run's metadata) and its losses to
   ``workdir/torch_losses.json``. Returns that summary."""
+  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.data import pipeline
+  from mutualnet_jax.training import checkpointing
+  from mutualnet_jax.training import trainer
   if threads:
     torch.set_num_threads(threads)
   num_train, _, _ = pipeline.dataset_info(config)
@@ -158,22 +172,20 @@ def lockstep(config, steps: int = 20) -> Dict[str, Any]:
   shows as a difference of order one from the first step on. Rounding differences then grow by
   about an order of magnitude every step or two (training at a high learning rate amplifies
   them), so a long run is compared by what it reaches, across seeds."""
+  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.data import pipeline
+  from mutualnet_jax.training import step_kernels
+  from mutualnet_jax.training import trainer
   import jax   # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P   # pylint: disable=g-import-not-at-top
   from mutualnet_jax.runtime import parallel   # pylint: disable=g-import-not-at-top
   num_train, _, _ = pipeline.dataset_info(config)
   total, per_epoch = trainer.steps_for(config, num_train)
-  model = models.from_config(config)
-  params = initial_params(config)
-  optimizer = optim.create_optimizer(config, optim.learning_rate_schedule(config, total,
-                                                                          per_epoch))
   mesh = parallel.create_mesh()
-  state = jax.device_put(step_kernels.create_train_state(params, optimizer),
-                         NamedSharding(mesh, P()))
-  kernels = step_kernels.StepKernels(model, optimizer, mesh, jax.eval_shape(lambda: params),
-                                     config.global_batch_size, config.num_classes)
-  twin = TorchTwin(config, jax.device_get(params), total, per_epoch, _shards(config))
-  start = _flat(jax.device_get(params))
+  step_parts = step_kernels.build_step(config, mesh, total, per_epoch)
+  state, kernels = step_parts.state, step_parts.kernels
+  params = jax.device_get(state.params)
+  twin = TorchTwin(config, params, total, per_epoch, _shards(config))
+  start = _flat(params)
   batches, rows = _batches(config), []
   try:
     for step in range(min(steps, total)):

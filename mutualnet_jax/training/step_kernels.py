@@ -14,7 +14,7 @@ import concurrent.futures
 import functools
 import threading
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import flax
 import jax
@@ -25,9 +25,12 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mutualnet_jax import compat
+from mutualnet_jax import models
 from mutualnet_jax.runtime import kernel_cache
+from mutualnet_jax.runtime import xla_cpu
 from mutualnet_jax.data import image_key
 from mutualnet_jax.training import mutualnet
+from mutualnet_jax.training import optim
 from mutualnet_jax.training.mutualnet import Subnet
 
 DATA = 'data'
@@ -297,3 +300,39 @@ def run_step(kernels: StepKernels, state: StepState, batch, subnets: Sequence[Su
     losses.append(loss)
     oks.append(ok)
   return kernels.update_kernel(len(subnets))(state, grads, tuple(losses), tuple(oks))
+
+
+@flax.struct.dataclass
+class RunnableStep:
+  """Everything a training step runs with: the model, the learning-rate schedule and the
+  optimiser, the replicated state, and the compiled kernels.
+  ``run_step(step.kernels, step.state, batch, subnets)`` is one step."""
+  model: Any = flax.struct.field(pytree_node=False)
+  schedule: optax.Schedule = flax.struct.field(pytree_node=False)
+  optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  state: StepState
+  kernels: StepKernels = flax.struct.field(pytree_node=False)
+
+
+def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,
+               init: Optional[Callable[[Any], Any]] = None, max_workers: int = 2) -> RunnableStep:
+  """The one constructor of ``config``'s training step on ``mesh`` (trainer, benchmark, PyTorch
+  referee and tests): the learning-rate schedule of a ``total_steps`` run, parameters from
+  :func:`init_params` (deterministic in the seed; ``init`` maps them to the ones to start from,
+  as transfer learning does), the state replicated from host memory (on several processes each
+  supplies its identical copy), and kernels compiled with the backend's options and kept in the
+  exported-kernel cache under a description of the optimiser."""
+  model = models.from_config(config, axis_name=DATA if config.sync_bn else None)
+  params = init_params(model, config)
+  if init is not None:
+    params = init(params)
+  schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
+  optimizer = optim.create_optimizer(config, schedule)
+  state = jax.device_put(jax.device_get(create_train_state(params, optimizer)),
+                         NamedSharding(mesh, P()))
+  kernels = StepKernels(
+      model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
+      config.num_classes, max_workers=max_workers,
+      compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
+      cache_tag=optim.describe(config, total_steps, steps_per_epoch))
+  return RunnableStep(model, schedule, optimizer, state, kernels)

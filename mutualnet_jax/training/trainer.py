@@ -1,6 +1,6 @@
 """The MutualNet trainer, in sections: set-up, mesh, input, model, optimiser, checkpoint, loop.
 
-``train_and_evaluate(config, workdir)`` trains; a notebook can call it directly. Each step trains
+``train(config, workdir)`` trains; a notebook can call it directly. Each step trains
 the teacher and the students drawn by :mod:`mutualnet_jax.training.mutualnet`, with the kernels
 of :mod:`mutualnet_jax.training.step_kernels`. ``hooks`` see the state after every step and may
 return scalars to log: ``python -m mutualnet_jax.main`` trains through
@@ -23,15 +23,11 @@ from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mutualnet_jax import compat
 from mutualnet_jax.training import checkpointing
 from mutualnet_jax.config import checks
-from mutualnet_jax.runtime import xla_cpu
 from mutualnet_jax.data import pipeline
-from mutualnet_jax import models
-from mutualnet_jax.training import optim
 from mutualnet_jax.runtime import jax_internals
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.runtime import workdir_lock
@@ -178,24 +174,18 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
 
   # --- Mesh: one data-parallel axis over every device of every host.
   mesh = parallel.create_mesh()
-  replicated = NamedSharding(mesh, P())
 
   # --- Input.
   num_train, _, _ = pipeline.dataset_info(config)
   total_steps, steps_per_epoch = steps_for(config, num_train)
 
-  # --- Model and optimiser.
-  model = models.from_config(config, axis_name=parallel.DATA if config.sync_bn else None)
-  params = step_kernels.init_params(model, config)
-  if config.init_checkpoint:
-    params = load_pretrained(params, config)
-  schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
-  optimizer = optim.create_optimizer(config, schedule)
-  # From host memory: on several processes each supplies its (identical) copy.
-  state = jax.device_put(jax.device_get(step_kernels.create_train_state(params, optimizer)),
-                         replicated)
+  # --- Model, optimiser, replicated state and the kernels (compiled on first use, below).
+  step_parts = step_kernels.build_step(
+      config, mesh, total_steps, steps_per_epoch,
+      init=(lambda p: load_pretrained(p, config)) if config.init_checkpoint else None)
+  state, kernels, schedule = step_parts.state, step_parts.kernels, step_parts.schedule
   if is_chief:
-    parameter_overview.log_parameter_overview(params)
+    parameter_overview.log_parameter_overview(jax.device_get(state.params))
 
   # --- Checkpoints: resume from the newest readable one.
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
@@ -209,10 +199,6 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
 
   # --- Kernels: one compiled program per subnet, compiled ahead on background threads.
   subnets_per_step = len(mutualnet.draw_subnets(config, 0))
-  kernels = step_kernels.StepKernels(
-      model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
-      config.num_classes, compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
-      cache_tag=optim.describe(config, total_steps, steps_per_epoch))
   kernels.precompile(mutualnet.draw_subnets(config, start_step), subnets_per_step)
   if config.precompile_grid:
     kernels.precompile(mutualnet.all_subnets(config), subnets_per_step)
