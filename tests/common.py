@@ -60,16 +60,30 @@ def xla_flags(devices: int) -> str:
   return ' '.join(kept + [f'--xla_force_host_platform_device_count={devices}'])
 
 
-def run_python(code: str, devices: int = 1, env=None, timeout: int = 600, check=True):
-  """Run ``code`` in a fresh interpreter with ``devices`` CPU devices; returns the process."""
+PROGRAMS = os.path.join(REPO, 'tests', 'programs')
+
+
+def program_command(name: str, *argv) -> list:
+  """The command that runs ``tests/programs/<name>.py`` with ``argv``."""
+  return [sys.executable, os.path.join(PROGRAMS, name + '.py'), *map(str, argv)]
+
+
+def program_env(devices: int = 1, env=None) -> dict:
+  """The environment of a test program: ``devices`` CPU devices, ``tests/`` importable."""
   e = dict(os.environ)
   e['XLA_FLAGS'] = xla_flags(devices)
   e['PYTHONPATH'] = os.pathsep.join([os.path.join(REPO, 'tests'), e.get('PYTHONPATH', '')])
   e.update(env or {})
-  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=e, capture_output=True,
-                        text=True, timeout=timeout)
+  return e
+
+
+def run_program(name: str, *argv, devices: int = 1, env=None, timeout: int = 600, check=True):
+  """Run the test program ``tests/programs/<name>.py`` with ``argv`` in a fresh interpreter
+  with ``devices`` CPU devices; returns the finished process."""
+  proc = subprocess.run(program_command(name, *argv), cwd=REPO, env=program_env(devices, env),
+                        capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:
-    raise AssertionError(f'subprocess failed ({proc.returncode}):\n{proc.stderr[-6000:]}')
+    raise AssertionError(f'{name} failed ({proc.returncode}):\n{proc.stderr[-6000:]}')
   return proc
 
 

@@ -16,3 +16,11 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'mutualnet_jax_test_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+
+def pytest_configure(config):
+  # CI runs every test; a developer may run the quick ones: pytest -m "not slow" tests
+  config.addinivalue_line(
+      'markers', 'slow: over about 20 s on a 2-core CPU (trains, or runs several processes)')
+  config.addinivalue_line(
+      'markers', 'multiprocess: starts several JAX processes of one run (jax.distributed)')

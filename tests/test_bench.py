@@ -23,6 +23,7 @@ def _bench(*flags, timeout=300):
   return common.last_json(out.stdout)
 
 
+@pytest.mark.slow
 def test_bench_tiny_reports_step_compile_first_step_and_torch():
   pytest.importorskip('torch')
   r = _bench(*TINY, '--steps', '2', '--compare-torch')
@@ -50,33 +51,13 @@ def test_bench_tiny_reports_step_compile_first_step_and_torch():
       r['torch_same_process_step_s'] / r['step_s'], rel=0.01)
 
 
-WITHOUT_TENSORFLOW = r'''
-import sys
-
-# A machine without TensorFlow, TensorFlow Datasets or clu (a lent GPU's): importing them fails
-# and importlib.util.find_spec says they are not there, as for a package not installed.
-for name in ('tensorflow', 'tensorflow_datasets', 'clu'):
-  sys.modules[name] = None
-from mutualnet_jax import bench
-from mutualnet_jax.training import mutualnet
-args = bench.parse_args(sys.argv[1:])
-config = bench.make_config(args)
-setup = bench.Setup(config)
-subnets = mutualnet.draw_subnets(config, 0)
-setup.kernels.compile_step(subnets)
-losses = setup.step(subnets)['losses']
-torch_step, info = bench.torch_stepper(config, 1)
-torch_step(subnets)
-print('ok', len(losses) == len(subnets), info['torch_threads'])
-'''
-
-
+@pytest.mark.slow
 def test_the_step_benchmark_needs_no_tensorflow_tfds_or_clu():
   """Both steps the benchmark times, JAX's and PyTorch's, run where those three are missing."""
   pytest.importorskip('torch')
   flags = [f for f in TINY if f != '--json']
   env = dict(os.environ, PYTHONPATH=common.REPO, PYTHONWARNINGS='ignore')
-  out = subprocess.run([sys.executable, '-c', WITHOUT_TENSORFLOW, *flags], cwd=common.REPO,
-                       env=env, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(common.program_command('bench_without_tensorflow', *flags),
+                       cwd=common.REPO, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-4000:]
   assert out.stdout.split()[-3:] == ['ok', 'True', '1'], out.stdout

@@ -10,7 +10,7 @@ of the whole gradient to float32's 0.983-0.985 on both layer forms, the stem's a
 the classifier's 0.9994. The test asks for cosine >= 0.97 and the gradient norm within 10%: a
 wrong cast (a float16 overflow, a loss or softmax in bfloat16, statistics rounded to bfloat16)
 or a missing gradient path gives far larger errors. Whether that noise matters for training is
-what the demo run answers (README: bfloat16 vs float32 top-1).
+what the demo run answers (docs/usage.md: bfloat16 vs float32 top-1).
 """
 
 import functools
@@ -49,6 +49,7 @@ def _gradients(config, params, batch, subnets):
       lambda p: mutualnet.step_loss(p, batch, subnets, apply)))(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('forms', ['native', 'xla_cpu'])
 def test_bfloat16_step_gradient_close_to_float32(forms):
   c = common.tiny_config()

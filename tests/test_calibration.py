@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -122,29 +120,9 @@ def test_corrupt_cache_entry_is_recalibrated_with_a_warning(setup, tmp_path, cap
   assert calibration.load_stats(path, tag) is not None
 
 
-_TWO_DEVICES = r'''
-import json, sys
-import numpy as np
-sys.path.insert(0, %r)
-import jax
-import test_calibration as t
-from mutualnet_jax.evaluation import calibration
-from mutualnet_jax.runtime import parallel
-assert jax.device_count() == 2
-model, params, batches = t.tiny_setup()
-stats = calibration.calibrate_bn(model, params, t.WIDTH, t.RES, batches, parallel.create_mesh())
-mean, var = t.expected_stem_stats(params, batches, t.WIDTH)
-print(json.dumps({'mean_err': float(np.max(np.abs(stats['stem']['bn']['mean'] - mean))),
-                  'var_rel': float(np.max(np.abs(stats['stem']['bn']['var'] - var) / var))}))
-'''
-
-
 def test_two_devices_give_global_batch_moments():
   """Each device sees half a batch; synced BN must still give the whole batch's moments."""
-  env = dict(os.environ, XLA_FLAGS=common.xla_flags(2),
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _TWO_DEVICES % os.path.dirname(__file__)],
-                       env=env, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
+  out = common.run_program('calibration_two_devices', devices=2, env={'JAX_PLATFORMS': 'cpu'},
+                           timeout=300)
   res = json.loads(out.stdout.strip().splitlines()[-1])
   assert res['mean_err'] < 1e-4 and res['var_rel'] < 1e-4, res

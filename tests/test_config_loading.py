@@ -89,6 +89,7 @@ def _tool(module, *flags):
     ('referee', ['--methods=mutualnet', '--seeds=0', '--lockstep_steps=0', '--workdir=WD']),
     ('input_pipeline', ['--benchmark']),
 ])
+@pytest.mark.slow
 def test_absl_tools_refuse_an_invalid_config_before_compiling(tmp_path, module, flags):
   flags = [f.replace('WD', str(tmp_path / 'wd')) for f in flags]
   proc = _tool(module, f'--config={DEMO}', INVALID, *flags)

@@ -90,6 +90,7 @@ def _main(tmp_path, *flags):
                         timeout=600)
 
 
+@pytest.mark.slow
 def test_main_trains_and_evaluates_the_tiny_config_then_refuses_a_changed_seed(tmp_path):
   (tmp_path / 'tiny.py').write_text(TINY_CONFIG_FILE)
   proc = _main(tmp_path, '--mode=train_and_eval')

@@ -12,30 +12,12 @@ from mutualnet_jax.training import step_kernels
 
 # A kernel whose ~64 MB temporaries XLA must materialise (a sort cannot fuse with its
 # producer), run repeatedly in a fresh process: minor page faults per execution.
-PAGE_FAULTS = r'''
-import json, resource, sys
-import jax, jax.numpy as jnp
-import common
-from mutualnet_jax.runtime import parallel
-c = common.tiny_config()
-c.xla_cpu.tune_runtime = TUNE
-parallel.start(c)
-f = jax.jit(lambda v: jnp.sum(jnp.sort(jnp.sin(v), axis=-1) * 2))
-v = jnp.ones((64, 512, 512), jnp.float32)
-f(v).block_until_ready()
-faults = []
-for _ in range(5):
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  f(v).block_until_ready()
-  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-async_dispatch = bool(jax.config.read('jax_cpu_enable_async_dispatch'))
-print(json.dumps({'faults': faults, 'async': async_dispatch}))
-'''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tune', [True, False])
 def test_tuned_runtime_reuses_host_memory_instead_of_faulting_it_in(tune):
-  out = common.last_json(common.run_python(PAGE_FAULTS.replace('TUNE', str(tune))).stdout)
+  out = common.last_json(common.run_program('cpu_runtime_page_faults', tune).stdout)
   assert out['async'] is (not tune)
   if tune:
     # glibc keeps the freed temporaries and the next execution reuses them (an allocation
@@ -49,31 +31,11 @@ def test_tuned_runtime_reuses_host_memory_instead_of_faulting_it_in(tune):
 # Small blocks freed in a fresh process: how many bytes glibc parks in its fastbins (mallinfo2's
 # fsmblks), before JAX starts (no other thread can sweep them meanwhile) and after tuning. The
 # first 7 frees of a size go to the per-thread cache, the rest to the fastbins.
-FASTBINS = r'''
-import ctypes, json
-class MallInfo2(ctypes.Structure):
-  _fields_ = [(n, ctypes.c_size_t) for n in (
-      'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks',
-      'fordblks', 'keepcost')]
-libc = ctypes.CDLL('libc.so.6')
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
-libc.free.argtypes = (ctypes.c_void_p,)
-libc.mallinfo2.restype = MallInfo2
-def parked():
-  blocks = [libc.malloc(48) for _ in range(1000)]
-  for b in blocks[::2]:   # every other block, so freed neighbours cannot merge
-    libc.free(b)
-  return libc.mallinfo2().fsmblks
-before = max(parked() for _ in range(3))
-from mutualnet_jax.runtime import xla_cpu
-xla_cpu.tune_host_memory(True)
-print(json.dumps({'before': before, 'after': max(parked() for _ in range(3))}))
-'''
 
 
 def test_tuned_runtime_turns_glibc_fastbins_off():
   """With the heap serving large blocks, every large free swept the fastbins: none are kept."""
-  out = common.last_json(common.run_python(FASTBINS).stdout)
+  out = common.last_json(common.run_program('cpu_runtime_fastbins').stdout)
   assert out['before'] >= 400 * 48, out   # the control: glibc's default parks them
   assert out['after'] == 0, out
 

@@ -5,27 +5,11 @@ import os
 
 import numpy as np
 
+import pytest
+
 import common
 
 # Two runs of the tiny model on 2 devices, with and without evaluation every 2 steps.
-RUNS = r'''
-import json, sys
-import jax, numpy as np
-import common
-from mutualnet_jax.evaluation import during_training
-from mutualnet_jax.training import trainer
-root = sys.argv[1]
-c = common.tiny_config(num_train_steps=4, eval_every_steps=3, eval_calib_images=64,
-                       eval_num_examples=150, checkpoint_every_steps=10)
-with_eval = during_training.train_and_evaluate(c, root + '/with_eval')
-c.eval_every_steps = 0
-without = during_training.train_and_evaluate(c, root + '/without')
-leaves = lambda s: [np.asarray(x) for x in jax.tree.leaves(jax.device_get((s.params, s.opt_state)))]
-print(json.dumps({'steps': [int(with_eval.step), int(without.step)],
-                  'same': all(np.array_equal(a, b) for a, b in zip(leaves(with_eval),
-                                                                    leaves(without))),
-                  'n_leaves': len(leaves(without))}))
-'''
 
 
 def _scalars(workdir):
@@ -43,9 +27,9 @@ def _scalars(workdir):
   return out
 
 
+@pytest.mark.slow
 def test_eval_scalars_reach_tensorboard_and_training_is_unchanged(tmp_path):
-  code = 'import sys; sys.argv = ["x", %r]\n' % str(tmp_path) + RUNS
-  out = common.last_json(common.run_python(code, devices=2).stdout)
+  out = common.last_json(common.run_program('during_training_runs', tmp_path, devices=2).stdout)
   assert out['steps'] == [4, 4]
   assert out['n_leaves'] > 10
   # Same parameters and optimiser state, bit for bit: evaluation took nothing from training.

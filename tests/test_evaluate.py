@@ -194,25 +194,7 @@ def test_select_cli_exit_status(tmp_path):
   assert none.returncode == 1 and 'no configuration' in none.stderr.lower()
 
 
-MESH_THEN_ONE_DEVICE = r'''
-import jax, jax.numpy as jnp, numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
-from mutualnet_jax.evaluation import evaluator
-from mutualnet_jax import models
-from mutualnet_jax.runtime import parallel
-mesh = parallel.create_mesh()
-model = models.create('mobilenet_v1_tiny', num_classes=10)
-x = np.zeros((4, 8, 8, 3), np.float32)
-params = model.init(jax.random.key(0), x, width=1.0, train=True)['params']
-_, stats = model.apply({'params': params}, x, width=0.5, train=True, mutable=['batch_stats'])
-variables = jax.device_put({'params': params, **stats}, NamedSharding(mesh, P()))
-evaluator.infer_fn(model, 0.5)(variables, jax.device_put(x, NamedSharding(mesh, P('data'))))
-evaluator.measure_latency(model, variables, 0.5, 8, 1, 1)   # as evaluate_grid does
-print(jax.device_count())
-'''
-
-
 def test_inference_runs_on_the_mesh_and_then_on_one_device():
   """evaluate_grid evaluates on the data mesh, then times batch-1 latency on one device."""
-  out = common.run_python(MESH_THEN_ONE_DEVICE, devices=2)
+  out = common.run_program('evaluate_mesh_then_one_device', devices=2)
   assert out.stdout.strip().splitlines()[-1] == '2'

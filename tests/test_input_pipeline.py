@@ -218,6 +218,7 @@ def test_device_batches():
   assert out[0]['label'].sharding.spec == jax.sharding.PartitionSpec('data')
 
 
+@pytest.mark.slow
 def test_the_pipeline_comparison_tool_runs():
   """``input_pipeline --compare`` (the multi-resolution against the plain pipeline) runs on
   generated JPEGs; it had raised NameError since the package was grouped by concern."""

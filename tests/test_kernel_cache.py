@@ -140,19 +140,10 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 # A program that compiles in milliseconds, in a process whose environment asks JAX to keep only
 # programs that took over 5 s to compile.
-QUICK_PROGRAM = r'''
-import json, os
-import jax, jax.numpy as jnp
-from mutualnet_jax.runtime import parallel
-parallel.enable_compilation_cache(CACHE)
-jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).block_until_ready()
-print(json.dumps(sorted(os.listdir(CACHE))))
-'''
 
 
 def test_persistent_cache_keeps_quickly_compiled_programs(tmp_path):
   """The train state's creation compiles in 0.3 s; a restart must load it, not compile it."""
-  code = QUICK_PROGRAM.replace('CACHE', repr(str(tmp_path)))
-  files = common.last_json(common.run_python(
-      code, env={'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '5'}).stdout)
+  files = common.last_json(common.run_program(
+      'kernel_cache_quick', tmp_path, env={'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '5'}).stdout)
   assert any(n.startswith('jit__lambda') and n.endswith('-cache') for n in files), files

@@ -17,7 +17,6 @@ import signal
 import socket
 import time
 import subprocess
-import sys
 import os
 
 import numpy as np
@@ -26,74 +25,8 @@ import pytest
 import common
 import reduction_breaks
 
-WORKER = r'''
-import json, os, signal, sys, time
-import jax, numpy as np
-import common, reduction_breaks
-from mutualnet_jax import models
-from mutualnet_jax.data import pipeline
-from mutualnet_jax.training import step_kernels, trainer
-reduction_breaks.install(os.environ.get(reduction_breaks.ENV, ''))
-wrong_resume = bool(os.environ.get('MUTUALNET_TEST_WRONG_RESUME'))
-workdir = sys.argv[1]
-sigterm = [int(x) for x in sys.argv[2:4]] if len(sys.argv) > 2 else None  # process, step
-sig = getattr(signal, sys.argv[4]) if len(sys.argv) > 4 else signal.SIGTERM
-STEPS = 6
-c = common.tiny_config(num_train_steps=STEPS, checkpoint_every_steps=2,
-                       heartbeat_timeout_s=int(os.environ.get('HEARTBEAT_TIMEOUT_S', 100)))
-rng = np.random.default_rng(0)
-B = c.global_batch_size
-images = rng.normal(size=(STEPS, B, 16, 16, 3)).astype(np.float32)
-labels = rng.integers(0, 10, size=(STEPS, B)).astype(np.int32)
-started = []
-
-def same_global_batches(config, start_step=0, **unused):
-  n, i = jax.process_count(), jax.process_index()
-  rows = slice(i * B // n, (i + 1) * B // n)
-  started.append(start_step)
-  # A resume that feeds step s the batch of step s - 1 (a data position off by one).
-  offset = 1 if wrong_resume and start_step else 0
-  for step in range(start_step, STEPS):
-    if sigterm and sigterm == [i, step]:
-      if sig == signal.SIGKILL:   # a lost host, once checkpoint 2 is complete (resume from it)
-        for _ in range(1200):
-          if os.path.isdir(os.path.join(workdir, 'checkpoints', '2')):
-            break
-          time.sleep(0.1)
-      os.kill(os.getpid(), sig)   # a preemption notice (or a hard kill) to this host only
-    x = images[step - offset, rows]
-    yield {'label': labels[step - offset, rows], 'image_16': x, 'image_8': x[:, ::2, ::2]}
-
-trainer.pipeline.create_train_dataset = same_global_batches
-state = trainer.train(c, workdir)
-flat = lambda tree: np.concatenate([np.ravel(l) for l in jax.tree.leaves(jax.device_get(tree))])
-start = step_kernels.init_params(models.from_config(c), c)   # what training started from
-# The parameters go to a file: printed, they would fill the stdout pipe of the process the test
-# reads second, which would then block before JAX's shutdown barrier and time its peer out.
-result = f'{workdir}.params{jax.process_index()}.npz'
-np.savez(result, params=flat(state.params), start=flat(start))
-print(json.dumps({'process': jax.process_index(), 'processes': jax.process_count(),
-                  'devices': jax.device_count(), 'step': int(state.step), 'started': started[0],
-                  'result': result}))
-'''
-
-RESTORE = r'''
-import json, sys
-import jax, numpy as np
-import common
-from mutualnet_jax.training import checkpointing
-from mutualnet_jax import models
-params, meta, step = checkpointing.restore_params(sys.argv[1])
-c = common.tiny_config()
-model = models.from_config(c)
-x = np.random.default_rng(1).normal(size=(8, 16, 16, 3)).astype(np.float32)
-logits, stats = model.apply({'params': params}, x, width=0.5, train=True, mutable=['batch_stats'])
-logits_eval = model.apply({'params': params, **stats}, x, width=0.5, train=False)
-result = sys.argv[1] + '.restored.npz'
-np.savez(result, params=np.concatenate([np.ravel(l) for l in jax.tree.leaves(params)]))
-print(json.dumps({'step': step, 'meta': meta, 'finite': bool(np.isfinite(logits_eval).all()),
-                  'processes': jax.process_count(), 'result': result}))
-'''
+# Every test here trains, in one process with 4 devices or two with 2 each.
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
 def _free_port():
@@ -102,19 +35,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _with_argv(code, *argv):
-  return f'import sys; sys.argv = {["x", *map(str, argv)]!r}\n' + code
-
-
-def _two_processes(code, *argv, **env_vars):
-  """Start ``code`` as processes 0 and 1 of one run (2 CPU devices each)."""
-  port = _free_port()
-  env = dict(os.environ, **env_vars, XLA_FLAGS=common.xla_flags(2),
-             PYTHONPATH=os.pathsep.join([os.path.join(common.REPO, 'tests'),
-                                         os.environ.get('PYTHONPATH', '')]),
-             JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2')
-  return [subprocess.Popen([sys.executable, '-c', _with_argv(code, *argv)],
-                           cwd=common.REPO, env=dict(env, JAX_PROCESS_ID=str(i)),
+def _two_processes(program, *argv, **env_vars):
+  """Start ``tests/programs/<program>.py`` as processes 0 and 1 of one run (2 CPU devices each)."""
+  env = common.program_env(2, dict(env_vars, JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
+                                   JAX_NUM_PROCESSES='2'))
+  return [subprocess.Popen(common.program_command(program, *argv), cwd=common.REPO,
+                           env=dict(env, JAX_PROCESS_ID=str(i)),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
           for i in range(2)]
 
@@ -132,8 +58,8 @@ def _finish(procs, timeout=600):
 @pytest.fixture(scope='module')
 def single(tmp_path_factory):
   """The reference: one process with 4 devices."""
-  out = common.last_json(common.run_python(
-      _with_argv(WORKER, tmp_path_factory.mktemp('single')), devices=4).stdout)
+  out = common.last_json(common.run_program(
+      'multihost_worker', tmp_path_factory.mktemp('single'), devices=4).stdout)
   assert out['devices'] == 4 and out['processes'] == 1 and out['step'] == 6
   return out
 
@@ -165,7 +91,7 @@ def _assert_same_bits(out, ref):
 def multi(tmp_path_factory):
   """The same run as two processes with 2 devices each, uninterrupted."""
   workdir = tmp_path_factory.mktemp('multi')
-  outs = _finish(_two_processes(WORKER, workdir))
+  outs = _finish(_two_processes('multihost_worker', workdir))
   for o in outs:
     assert o['processes'] == 2 and o['devices'] == 4 and o['step'] == 6
   _assert_same_bits(outs[1], outs[0])   # one replicated state: the same bits on every host
@@ -179,7 +105,7 @@ def test_two_processes_match_one_process_and_checkpoint_restores_in_one(multi, s
   _assert_same_run(out, single)
 
   # One writer: the checkpoints of the 2-process run restore in a single-process evaluation.
-  restored = common.last_json(common.run_python(_with_argv(RESTORE, workdir)).stdout)
+  restored = common.last_json(common.run_program('multihost_restore', workdir).stdout)
   assert restored['processes'] == 1 and restored['step'] == 6 and restored['finite']
   assert restored['meta']['model'] == 'mobilenet_v1_tiny'
   _assert_same_bits(restored, out)
@@ -187,14 +113,14 @@ def test_two_processes_match_one_process_and_checkpoint_restores_in_one(multi, s
 
 def test_preemption_of_one_process_stops_both_at_the_same_step_and_resumes(tmp_path, multi):
   """SIGTERM reaches process 1 only, as it fetches batch 3: both save one agreed step and exit 0."""
-  outs = _finish(_two_processes(WORKER, tmp_path / 'wd', 1, 3))
+  outs = _finish(_two_processes('multihost_worker', tmp_path / 'wd', 1, 3))
   stopped = {o['step'] for o in outs}
   assert len(stopped) == 1, outs   # the same step on both hosts
   stop = stopped.pop()
   assert 1 <= stop < 6, stop       # from the step it arrived in (batches are prefetched)
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'wd' / 'checkpoints') if d.isdigit())
   assert steps[-1] == stop, steps
-  resumed = _finish(_two_processes(WORKER, tmp_path / 'wd'))
+  resumed = _finish(_two_processes('multihost_worker', tmp_path / 'wd'))
   for o in resumed:
     assert o['started'] == stop and o['step'] == 6
     _assert_same_bits(o, multi[1])   # a resume on the same layout is bit-exact
@@ -208,7 +134,7 @@ def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_re
   """Process 1 is SIGKILLed as it fetches batch 5; process 0 must exit non-zero, saying so,
   within the heartbeat timeout (plus a margin for a loaded machine), not hang."""
   wd = tmp_path / 'wd'
-  procs = _two_processes(WORKER, wd, 1, 5, 'SIGKILL', HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S))
+  procs = _two_processes('multihost_worker', wd, 1, 5, 'SIGKILL', HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S))
   procs[1].wait(timeout=600)
   lost_at = time.monotonic()
   assert procs[1].returncode == -signal.SIGKILL
@@ -220,7 +146,7 @@ def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_re
   complete = sorted(int(d) for d in os.listdir(wd / 'checkpoints') if d.isdigit())
   print(f'process 0 exited {waited:.1f} s after process 1 was killed (rc {procs[0].returncode}); '
         f'complete checkpoints: {complete}')
-  resumed = _finish(_two_processes(WORKER, wd))
+  resumed = _finish(_two_processes('multihost_worker', wd))
   assert complete and complete[-1] >= 2, complete
   for o in resumed:
     assert o['started'] == complete[-1] and o['step'] == 6, (o, complete)
@@ -229,8 +155,8 @@ def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_re
 
 def _one_process(tmp_path, name, *argv, **env):
   """The worker as one process with 4 devices (the ``single`` layout), with ``env`` set."""
-  out = common.last_json(common.run_python(
-      _with_argv(WORKER, tmp_path / name, *argv), devices=4, env=env).stdout)
+  out = common.last_json(common.run_program(
+      'multihost_worker', tmp_path / name, *argv, devices=4, env=env).stdout)
   assert out['devices'] == 4 and out['processes'] == 1
   return out
 

@@ -59,6 +59,7 @@ def test_notebook_is_valid():
   assert any('REPO_URL' in c.source for c in nb.cells if c.cell_type == 'code')
 
 
+@pytest.mark.slow
 def test_notebook_runs_quick(tmp_path, monkeypatch):
   nb = nbformat.read(NOTEBOOK, as_version=4)
   workdir = tmp_path / 'work'

@@ -3,10 +3,13 @@
 import glob
 import os
 
+import pytest
+
 import common
 from mutualnet_jax.training import trainer
 
 
+@pytest.mark.slow
 def test_profile_steps_write_a_trace_into_the_workdir(tmp_path):
   c = common.tiny_config(num_train_steps=3, profile_steps=(1, 2), checkpoint_every_steps=10)
   trainer.train(c, str(tmp_path))

@@ -13,35 +13,10 @@ from mutualnet_jax.training import optim
 from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training import step_kernels
 
-STEP_ON_8_DEVICES = r'''
-import json, re
-import jax, jax.numpy as jnp, numpy as np
-import common
-from mutualnet_jax.data import pipeline, sources
-from mutualnet_jax.runtime import parallel
-from mutualnet_jax.training import mutualnet, step_kernels
-c = common.tiny_config(num_train_steps=8)
-mesh = parallel.create_mesh()
-parts = step_kernels.build_step(c, mesh, 100, 10)
-state, kernels = parts.state, parts.kernels
-batch = next(pipeline.device_batches(pipeline.create_train_dataset(c), mesh))
-drawn, losses, per_step = set(), [], []
-for step in range(c.num_train_steps):
-  subnets = mutualnet.draw_subnets(c, step)
-  drawn.update(kernels.key(s) for s in subnets)
-  state, m = step_kernels.run_step(kernels, state, batch, subnets)
-  losses.append(float(m['losses'][0]))
-  count = lambda exe: len(re.findall(r'all-reduce(-start)?\(', exe.as_text()))
-  per_step.append(sum(count(kernels.get(s)) for s in subnets)
-                  + count(kernels.update_kernel(len(subnets))))
-print(json.dumps({'devices': jax.device_count(), 'losses': losses, 'all_reduce_per_step': per_step,
-                  'compiled': sorted(map(list, kernels.compiled)),
-                  'drawn': sorted(map(list, drawn))}))
-'''
 
-
+@pytest.mark.slow
 def test_step_on_8_devices_one_allreduce_loss_down_kernels_match_draws():
-  out = common.last_json(common.run_python(STEP_ON_8_DEVICES, devices=8).stdout)
+  out = common.last_json(common.run_program('train_on_8_devices', devices=8).stdout)
   assert out['devices'] == 8
   # The same global batch every step: the teacher's cross-entropy must fall.
   assert out['losses'][-1] < out['losses'][0] - 0.05, out['losses']
@@ -52,17 +27,8 @@ def test_step_on_8_devices_one_allreduce_loss_down_kernels_match_draws():
   assert len(out['drawn']) > 2
 
 
-SAMPLER = r'''
-import json, common
-from mutualnet_jax.training import mutualnet
-c = common.tiny_config(seed=7, width_lower=0.25, width_step=0.05, resolutions=(224, 192, 160, 128))
-print(json.dumps([[[s.width, s.resolution, s.teacher] for s in mutualnet.draw_subnets(c, t)]
-                  for t in range(200)]))
-'''
-
-
 def test_two_hosts_draw_the_same_subnets_without_communicating():
-  other_host = common.last_json(common.run_python(SAMPLER).stdout)
+  other_host = common.last_json(common.run_program('train_sampler').stdout)
   c = common.tiny_config(seed=7, width_lower=0.25, width_step=0.05,
                          resolutions=(224, 192, 160, 128))
   here = [[[s.width, s.resolution, s.teacher] for s in mutualnet.draw_subnets(c, t)]
@@ -169,40 +135,11 @@ def test_optimizer_matches_reference_sgd():
     np.testing.assert_allclose(leaf, -0.5 * 1.9 * 0.5, rtol=1e-6)
 
 
-RESUME = r'''
-import json, os, signal, sys
-import jax, numpy as np
-import common
-from mutualnet_jax.data import pipeline
-from mutualnet_jax.training import trainer
-workdir, sigterm_at = sys.argv[1], int(sys.argv[2])
-c = common.tiny_config(num_train_steps=6)
-real_create, started = pipeline.create_train_dataset, []
-def create(config, start_step=0, **kwargs):
-  started.append(start_step)   # where this run starts: 0, or the step it resumed from
-  return real_create(config, start_step=start_step, **kwargs)
-trainer.pipeline.create_train_dataset = create
-if sigterm_at >= 0:
-  real = pipeline.device_batches
-  def interrupted(*args, **kwargs):
-    for i, batch in enumerate(real(*args, **kwargs)):
-      if i == sigterm_at:
-        os.kill(os.getpid(), signal.SIGTERM)   # what a TPU preemption sends
-      yield batch
-  trainer.pipeline.device_batches = interrupted
-state = trainer.train(c, workdir)
-leaves = jax.tree.leaves(jax.device_get(state.params))
-print(json.dumps({'step': int(state.step), 'started': started,
-                  'checksum': [float(np.sum(np.abs(l))) for l in leaves],
-                  'first': np.asarray(leaves[0]).ravel()[:8].tolist()}))
-'''
-
-
 def _resume_run(workdir, sigterm_at):
-  code = 'import sys; sys.argv = ["x", %r, "%d"]\n' % (str(workdir), sigterm_at) + RESUME
-  return common.last_json(common.run_python(code, devices=2).stdout)
+  return common.last_json(common.run_program('train_resume', workdir, sigterm_at, devices=2).stdout)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_matches_uninterrupted_run(tmp_path):
   uninterrupted = _resume_run(tmp_path / 'a', -1)
   assert uninterrupted['step'] == 6 and uninterrupted['started'] == [0]

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -135,17 +134,9 @@ def test_checkpoint_without_recorded_config_resumes_with_a_warning(ref, tmp_path
 
 # --- 2. Two writers.
 
-HOLD = r'''
-import sys, time
-from mutualnet_jax.runtime import workdir_lock
-lock = workdir_lock.WorkdirLock(sys.argv[1]).acquire()
-print('held', flush=True)
-time.sleep(600)
-'''
-
 
 def _holder(wd):
-  proc = subprocess.Popen([sys.executable, '-c', HOLD, str(wd)], cwd=common.REPO,
+  proc = subprocess.Popen(common.program_command('workdir_guard_hold', wd), cwd=common.REPO,
                           stdout=subprocess.PIPE, text=True,
                           env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.stdout.readline().strip() == 'held'
