@@ -12,8 +12,7 @@ argument), at 32 pixels, as configs/compare_cifar.py.
       --workdir=/tmp/cmpf/independent_1.0_32 --mode=train_and_eval \
       --config.image_folder=/data/ROOT --config.num_classes=10
 
-then US-Net+ and the report as in configs/compare_cifar.py. README, "MutualNet vs. US-Net and
-independent networks", ran this on MNIST's PNG files.
+then US-Net+ and the report as in configs/compare_cifar.py.
 """
 
 from mutualnet_jax.config import defaults

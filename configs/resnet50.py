@@ -7,7 +7,7 @@ against 76.5% for plain training (configs/resnet50_plain.py, the same recipe). R
 published apps/resnet50.yml: batch 512, lr 0.2 at batch 512 (base_lr is per 1024 images:
 0.2 * 1024 / 512 = 0.4), SGD Nesterov 0.9, weight decay 1e-4 on conv and classifier weights
 (the ImageNet parameter groups), cosine, 120 epochs, RandomResizedCrop scale (0.08, 1), colour
-jitter 0.4, flip. Random widths come from the grid {0.9, 0.95, 1.0} (README, departures). Not
+jitter 0.4, flip. Random widths come from the grid {0.9, 0.95, 1.0} (docs/departures.md). Not
 yet reproduced by this project.
 """
 

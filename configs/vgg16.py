@@ -3,7 +3,7 @@
   python -m mutualnet_jax.main --config=configs/vgg16.py --workdir=gs://BUCKET/vgg16
 
 Batch 512, lr 0.01, 100 epochs. The paper reports MutualNet above independently trained VGG-16
-at every budget; this project's VGG head is global-average-pooled (see README departures).
+at every budget; this project's VGG head is global-average-pooled (docs/departures.md).
 """
 
 from mutualnet_jax.config import defaults

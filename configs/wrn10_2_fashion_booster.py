@@ -14,7 +14,7 @@ recipe (reflect-pad 4, random crop, flip, weight decay 5e-4 on every parameter, 
 cosine) at batch 64 with lr 0.05 (0.1 per 128 images), 180 steps (11,520 images, 0.19 epoch:
 what fits 10 minutes on the shared 2-core development machine). Full network 1.0-32, top-1 on
 the 10,000 test images after BN calibration on 2,048 training images, measured with
-``evaluator.evaluate_grid(config, workdir, widths=(1.0,), resolutions=(32,))`` (README, "Results"):
+``evaluator.evaluate_grid(config, workdir, widths=(1.0,), resolutions=(32,))`` (docs/results.md):
 MutualNet 69.7%, plain 72.1% (68.7 / 71.7 before the image-folder order fix). The run is far too
 short to show the booster's effect.
 """
@@ -40,6 +40,6 @@ def get_config():
   c.calib_batch_size = 256
   c.eval_batch_size = 200
   c.eval_width_step = 0.1        # evaluates 0.9 and 1.0
-  c.compute_dtype = 'float32'    # a CPU run (README): bfloat16 is for TPUs
+  c.compute_dtype = 'float32'    # a CPU run (docs/usage.md): bfloat16 is for TPUs
   c.eval_every_steps = 0
   return c

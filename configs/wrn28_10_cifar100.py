@@ -8,7 +8,7 @@ apps/wideresnet.yml and utils/datasets.py: batch 128, lr 0.1 at batch 128 (base_
 images: 0.1 * 1024 / 128 = 0.8), SGD Nesterov 0.9, weight decay 5e-4 on every parameter, cosine
 to 0, 200 epochs, reflect-pad-4 random crop and flip with CIFAR mean/std, test on the whole
 image. Random widths come from the grid {0.9, 0.95, 1.0} (width_step 0.05) rather than drawn
-continuously (README, departures). Not yet reproduced by this project.
+continuously (docs/departures.md). Not yet reproduced by this project.
 """
 
 from mutualnet_jax.config import defaults

@@ -1,4 +1,5 @@
-"""Every ``python -m mutualnet_jax...`` command quoted in README.md and docs/ parses with the
+"""The docs hold: every relative link in README.md, CHANGELOG.md and docs/ resolves, and every
+``python -m mutualnet_jax...`` command quoted in README.md and docs/ parses with the
 tool's real flags (``define_flags``, as ``command_line.parse`` reads them), in their current
 spelling, and, where it names a config, loads it and passes the checks (data aside: the docs'
 paths are placeholders)."""
@@ -69,3 +70,26 @@ def test_documented_command_parses_and_its_config_checks(doc, module, argv):
     method, seeds = args.methods.split(',')[0], args.seeds.split(',')[0]
     cell = args.cells.split(',')[0] or 'base'
     loading.checked(loading.load(f'{args.config}:{method},{cell},{seeds}'), data=False)
+
+
+LINKED = DOCS + ['CHANGELOG.md']
+
+
+@pytest.mark.parametrize('doc', LINKED)
+def test_every_relative_link_resolves(doc):
+  with open(os.path.join(common.REPO, doc)) as f:
+    text = f.read()
+  links = re.findall(r'\]\(([^)\s]+)\)', text)
+  broken = []
+  for link in links:
+    if re.match(r'[a-z]+://', link) or link.startswith('#'):
+      continue
+    path = os.path.normpath(os.path.join(common.REPO, os.path.dirname(doc), link.split('#')[0]))
+    if not os.path.exists(path):
+      broken.append(link)
+  assert not broken, broken
+
+
+def test_the_readme_is_a_front_page():
+  with open(os.path.join(common.REPO, 'README.md')) as f:
+    assert len(f.read().splitlines()) <= 200

@@ -1,7 +1,7 @@
 """Default hyper-parameters: MobileNet v1, [0.25, 1.0] x {224, 192, 160, 128} on ImageNet.
 
 Every file under ``configs/`` starts from :func:`get_config` and changes a few fields. The values
-are the published reference implementation's (see README, "Departures" for what differs).
+are the published reference implementation's (docs/departures.md says what differs).
 """
 
 import importlib.util
@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = ''  # '' -> ~/.cache/mutualnet_jax/jax_cache; 'none' disables
   c.precompile_grid = True     # compile every subnet kernel ahead of use on background threads
   # Profiler trace of training steps [first, last) into WORKDIR/profile (TensorBoard's profile
-  # plugin or Perfetto open it; see README), e.g. (100, 105); () records nothing.
+  # plugin or Perfetto open it; docs/usage.md), e.g. (100, 105); () records nothing.
   c.profile_steps = ()
 
   # Evaluation during training (evaluation/during_training.py): every eval_every_steps steps

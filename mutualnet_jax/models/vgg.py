@@ -2,7 +2,7 @@
 
 Thirteen 3x3 conv-BN-ReLU layers in five stages separated by 2x2 max pooling. To run at any input
 resolution the classifier sits on global average pooling (512 -> classes) instead of VGG's
-fixed 7x7x512 -> 4096 -> 4096 head; see the README's departures. ``features_only=True`` returns
+fixed 7x7x512 -> 4096 -> 4096 head; see docs/departures.md. ``features_only=True`` returns
 the last feature map (the detection backbone).
 """
 

@@ -10,7 +10,7 @@ kernel when the holder dies, so a lock left by a killed run is detected as stale
 details are still in the file) and taken over with a warning. On an object store (``gs://``)
 there is no lock primitive: the file is written if absent and refreshed every minute by the
 holder; one that has not been refreshed for ``STALE_AFTER_S`` is taken over with a warning. Two
-runs started within the same second or two on ``gs://`` can both pass (see README).
+runs started within the same second or two on ``gs://`` can both pass (docs/tpu_and_colab.md).
 """
 
 import datetime
