@@ -10,9 +10,9 @@ import common
 
 # Few, cheap kernels: one resolution, widths {0.25, 1.0}, the faster-compiling depthwise form;
 # the timed run reuses the session's compilation cache (conftest), the cold child cannot.
-TINY = ['--model', 'mobilenet_v1_tiny', '--batch', '4', '--resolutions', '8', '--width-step',
-        '0.75', '--num-classes', '10', '--depthwise-impl', 'native', '--threads', '2', '--json',
-        '--cache-dir', os.environ['JAX_COMPILATION_CACHE_DIR']]
+TINY = ['--model', 'mobilenet_v1_tiny', '--batch', '4', '--resolutions', '8', '--width_step',
+        '0.75', '--num_classes', '10', '--layer_forms', 'native', '--threads', '2', '--json',
+        '--cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR']]
 
 
 def _bench(*flags, timeout=300):
@@ -26,7 +26,7 @@ def _bench(*flags, timeout=300):
 @pytest.mark.slow
 def test_bench_tiny_reports_step_compile_first_step_and_torch():
   pytest.importorskip('torch')
-  r = _bench(*TINY, '--steps', '2', '--compare-torch')
+  r = _bench(*TINY, '--steps', '2', '--compare_torch')
   for key in ('step_s', 'images_per_s', 'compile_s', 'first_step_s', 'warm_first_step_s',
               'peak_rss_mb', 'backend', 'devices', 'threads', 'torch_step_s', 'speedup_vs_torch'):
     assert key in r, key

@@ -220,7 +220,7 @@ def test_booster_configs_load_and_validate(name):
   assert f'--config=configs/{name}.py' in module.__doc__ and top1 in module.__doc__
   c = module.get_config()
   checks.validate(c, data=False)
-  assert (c.model, c.num_classes, c.mode) == (model, classes, mode)
+  assert (c.model, c.num_classes, c.method) == (model, classes, mode)
   assert (c.width_lower, c.width_upper) == widths and tuple(c.resolutions) == res
   assert c.global_batch_size == batch and c.num_epochs == epochs
   # base_lr is per 1024 images: the published lr at the published batch.

@@ -250,7 +250,7 @@ BAD = {
     'batch': ({'global_batch_size': 33}, 'not divisible by the 2 devices'),
     'model': ({'model': 'resnet7'}, "unknown 'resnet7'"),
     'dataset': ({'dataset': 'no_such_dataset_xyz'}, 'no_such_dataset_xyz'),
-    'mode': ({'mode': 'sandwich'}, "unknown 'sandwich'"),
+    'method': ({'method': 'sandwich'}, "unknown 'sandwich'"),
     'calibration': ({'calib_images': 8}, 'below one calibration batch'),
     'init_checkpoint': ({'init_checkpoint': '/nonexistent/run'}, '/nonexistent/run'),
     'compute_dtype': ({'compute_dtype': 'float16'}, "compute_dtype: unknown 'float16'"),
@@ -273,13 +273,13 @@ def test_each_config_problem_is_reported(name):
 
 def test_every_problem_listed_at_once_and_before_compiling(tmp_path, monkeypatch):
   c = common.tiny_config(width_lower=1.5, width_upper=1.0, resolutions=(), global_batch_size=33,
-                         model='resnet7', dataset='no_such_dataset_xyz', mode='sandwich',
+                         model='resnet7', dataset='no_such_dataset_xyz', method='sandwich',
                          calib_images=8, init_checkpoint='/nonexistent/run')
   with pytest.raises(checks.ConfigError) as e:
     checks.validate(c, device_count=2)
   problems = e.value.problems
   for key in ('width_lower', 'resolutions', 'global_batch_size', 'model', 'no_such_dataset_xyz',
-              'mode', 'calib_images', 'init_checkpoint'):
+              'method', 'calib_images', 'init_checkpoint'):
     assert any(key in p for p in problems), (key, problems)
   compiled = []
   monkeypatch.setattr(step_kernels.StepKernels, '_build', lambda self, key: compiled.append(key))

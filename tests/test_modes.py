@@ -23,15 +23,15 @@ def _cfg(**kw):
 
 
 def test_each_mode_trains_and_answers_for_its_own_grid():
-  mn = _cfg(mode='mutualnet', width_step=0.25, eval_width_step=0.25)
+  mn = _cfg(method='mutualnet', width_step=0.25, eval_width_step=0.25)
   assert grids.train_resolutions(mn) == (224, 192, 160, 128)
   assert grids.eval_grid(mn) == ((0.25, 0.5, 0.75, 1.0), (224, 192, 160, 128))
-  us = _cfg(mode='usnet', eval_width_step=0.25)
+  us = _cfg(method='usnet', eval_width_step=0.25)
   assert grids.train_resolutions(us) == (224,)
   assert grids.eval_grid(us) == ((0.25, 0.5, 0.75, 1.0), (224,))
   us.eval_resolutions = (160, 224, 128, 192)   # US-Net+: one override
   assert grids.eval_grid(us) == ((0.25, 0.5, 0.75, 1.0), (224, 192, 160, 128))
-  ind = _cfg(mode='independent', independent_width=0.5, independent_resolution=160,
+  ind = _cfg(method='independent', independent_width=0.5, independent_resolution=160,
              width_lower=1.0)
   assert grids.train_resolutions(ind) == (160,)
   assert grids.eval_grid(ind) == ((0.5,), (160,))
@@ -45,18 +45,18 @@ def test_each_mode_trains_and_answers_for_its_own_grid():
 
 
 def test_config_checks_name_every_inconsistency():
-  c = _cfg(mode='independent', independent_width=1.5, independent_resolution=0,
+  c = _cfg(method='independent', independent_width=1.5, independent_resolution=0,
            eval_widths=(0.1,), eval_resolutions=(32, -1), eval_width_step=0.0)
   problems = checks.config_problems(c)
   for field in ('independent_width: 1.5 outside (0, width_upper=1.0]',
                 'independent_resolution: 0', 'eval_widths: 0.1 outside',
                 'eval_resolutions: (32, -1)', 'eval_width_step: 0.0'):
     assert any(field in p for p in problems), (field, problems)
-  c = _cfg(mode='usnet', eval_widths=(0.2, 0.5))
+  c = _cfg(method='usnet', eval_widths=(0.2, 0.5))
   assert checks.config_problems(c) == [
       "eval_widths: 0.2 outside the usnet model's width range [0.25, 1]"]
   # The example: width 0.5 below a width_lower of 1.0, resolution 160 not configured.
-  c = _cfg(mode='independent', independent_width=0.5, independent_resolution=160,
+  c = _cfg(method='independent', independent_width=0.5, independent_resolution=160,
            width_lower=1.0, resolutions=(224,))
   assert checks.config_problems(c) == []
   from mutualnet_jax import models
@@ -131,10 +131,10 @@ def test_pipeline_makes_only_the_trained_resolutions():
   from mutualnet_jax.data import pipeline
   take = lambda ds: next(iter(ds.as_numpy_iterator()))
   base = dict(digits_image_size=16, resolutions=(16, 12, 8), eval_batch_size=64)
-  us = common.tiny_config(mode='usnet', **base)
+  us = common.tiny_config(method='usnet', **base)
   assert sorted(k for k in take(pipeline.create_train_dataset(us)) if k.startswith('image')) \
       == ['image_16']
-  ind = common.tiny_config(mode='independent', independent_width=0.5, independent_resolution=10,
+  ind = common.tiny_config(method='independent', independent_width=0.5, independent_resolution=10,
                            **base)
   batch = take(pipeline.create_train_dataset(ind))
   assert sorted(k for k in batch if k.startswith('image')) == ['image_10']
@@ -171,7 +171,7 @@ def _grid(rows):
 
 def test_independent_trains_and_evaluates_exactly_its_configuration(tmp_path, monkeypatch):
   from mutualnet_jax.evaluation import evaluator
-  c = common.tiny_config(mode='independent', independent_width=0.5, independent_resolution=12,
+  c = common.tiny_config(method='independent', independent_width=0.5, independent_resolution=12,
                          width_lower=0.75, num_train_steps=3, latency_batch_sizes=(1,))
   ran, keys = _train(c, tmp_path, monkeypatch)
   assert ran == {(0.5, 12, True)} and keys == {'image_12'}
@@ -185,12 +185,12 @@ def test_independent_trains_and_evaluates_exactly_its_configuration(tmp_path, mo
 
 def test_usnet_table_is_the_highest_resolution_and_usnet_plus_all(tmp_path, monkeypatch):
   from mutualnet_jax.evaluation import compare, evaluator
-  c = common.tiny_config(mode='usnet', num_train_steps=2, latency_batch_sizes=(1,))
+  c = common.tiny_config(method='usnet', num_train_steps=2, latency_batch_sizes=(1,))
   ran, keys = _train(c, tmp_path, monkeypatch)
   assert {r for _, r, _ in ran} == {16} and keys == {'image_16'}
   rows = evaluator.evaluate_grid(c, str(tmp_path))
   assert _grid(rows) == [(0.5, 16), (1.0, 16)]
-  plus = common.tiny_config(mode='usnet', num_train_steps=2, latency_batch_sizes=(1,),
+  plus = common.tiny_config(method='usnet', num_train_steps=2, latency_batch_sizes=(1,),
                             eval_resolutions=(16, 8), query_table_dir='usnet_plus')
   rows_plus = evaluator.evaluate_grid(plus, str(tmp_path))
   assert _grid(rows_plus) == [(0.5, 8), (0.5, 16), (1.0, 8), (1.0, 16)]

@@ -50,10 +50,10 @@ def test_two_hosts_draw_the_same_subnets_without_communicating():
 
 
 def test_modes_usnet_and_independent():
-  c = common.tiny_config(mode='usnet', width_step=0.1)
+  c = common.tiny_config(method='usnet', width_step=0.1)
   for t in range(20):
     assert {s.resolution for s in mutualnet.draw_subnets(c, t)} == {16}
-  c = common.tiny_config(mode='independent', independent_width=0.5, independent_resolution=8)
+  c = common.tiny_config(method='independent', independent_width=0.5, independent_resolution=8)
   assert mutualnet.draw_subnets(c, 3) == [mutualnet.Subnet(0.5, 8, True)]
 
 
