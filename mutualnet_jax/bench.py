@@ -15,10 +15,11 @@ two fresh child processes sharing a fresh persistent compilation cache (cold, th
 time from just before the child is spawned to its first step done, which is what a (re)started
 run waits. ``--compare_torch`` times the same step in PyTorch: the referee's
 (``interop.torch_twin.TorchTwin.step_tensors``, the project's one PyTorch step) with the same
-draws, batch, losses (summed, one backward pass), schedule and Nesterov SGD update; twice: ``torch_step_s`` in a fresh process with
-glibc's defaults (PyTorch as it runs out of the box), and ``torch_same_process_step_s``
-interleaved step by step with the JAX steps in this process, so under the same allocator
-settings (``runtime.xla_cpu``'s, unless ``--notune_cpu``) and the same minutes of machine load.
+draws, batch, losses (summed, one backward pass), schedule and Nesterov SGD update; twice:
+``torch_step_s`` in a fresh process with glibc's defaults (PyTorch as it runs out of the box),
+and ``torch_same_process_step_s`` interleaved step by step with the JAX steps in this process,
+so under the same allocator settings (``runtime.xla_cpu``'s, unless ``--notune_cpu``) and the
+same minutes of machine load.
 ``--compile_grid`` instead measures compiling the whole grid sequentially vs on background
 threads, cold vs warm cache, each in a fresh process.
 
@@ -83,9 +84,9 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 
 def parse_args(argv=None):
   """The flags' values, and ``config_argv``: the config flags as given, for the children."""
-  argv = command_line.renamed_flags([TOOL, *(sys.argv[1:] if argv is None else argv)], RENAMED, TOOL)
-  args = command_line.parse(define_flags, argv, TOOL, doc=__doc__)
-  args.config_argv = [a for a in argv if a.startswith('--config')]
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = command_line.parse(define_flags, TOOL, argv, RENAMED, __doc__)
+  args.config_argv = [a for a in argv if a.startswith('--config')]   # never renamed
   return args
 
 

@@ -29,8 +29,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line: RUN_DIR or label=RUN_DIR arguments and flags (default ``sys.argv[1:]``)."""
-  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
-                       doc=__doc__, positional=True)
+  args = command_line.parse(define_flags, TOOL, argv, doc=__doc__, positional=True)
   if not args.positional:
     command_line.usage_error(TOOL, 'give at least one RUN_DIR (or label=RUN_DIR)')
   try:

@@ -54,18 +54,19 @@ def parse_args(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   overrides = [a for a in argv if a.startswith('--config.')]
   rest = [a for a in argv if not a.startswith('--config.')]
-  return command_line.parse(define_flags, [TOOL, *rest], TOOL, doc=__doc__), overrides
+  return command_line.parse(define_flags, TOOL, rest, doc=__doc__), overrides
 
 
-def run_configs(args, overrides: Sequence[str], runs: Sequence[str]):
-  """{run: its config, checked}: every run's config, before any of them trains."""
-  out = {}
+def run_config(args, method: str, cell: str, seed, overrides: Sequence[str] = ()):
+  """The config of one run: ``--config`` given ``METHOD,CELL,SEED``, with ``overrides``."""
+  return loading.load(f'{args.config}:{method},{cell},{seed}', overrides)
+
+
+def check_runs(args, overrides: Sequence[str], runs: Sequence[str]) -> None:
+  """Every run's config, as its training will read it, checked before any of them trains."""
   for name in runs:
-    method, cell, seed = name.rsplit('-', 2)
-    out[name] = loading.checked(loading.load(
-        f'{args.config}:{method},{cell},{seed}',
-        [*overrides, f'image_folder={args.image_folder}']))
-  return out
+    loading.checked(run_config(args, *name.rsplit('-', 2),
+                               [*overrides, f'image_folder={args.image_folder}']))
 
 
 def load_config_module(path: str):
@@ -116,8 +117,7 @@ def train(args, runs: Sequence[str], overrides: Sequence[str] = ()) -> List[str]
     return [f for f in pool.map(one, todo) if f]
 
 
-def collect(args, module, runs: Dict[tuple, str],
-            overrides: Sequence[str] = ()) -> Dict[tuple, Dict]:
+def collect(args, runs: Dict[tuple, str], overrides: Sequence[str] = ()) -> Dict[tuple, Dict]:
   """{(method, cell, seed): {'full', 'smallest', 'rows', 'run'}} for the runs with a table."""
   # pylint: disable=g-import-not-at-top
   from mutualnet_jax.evaluation import compare
@@ -127,9 +127,8 @@ def collect(args, module, runs: Dict[tuple, str],
     if not os.path.exists(os.path.join(d, 'query_table.csv')):
       continue
     run = compare.Run(d)
-    config = (loading.load(f'{args.config}:{method},{cell},{seed}', overrides) if overrides
-              else module.get_config(f'{method},{cell},{seed}'))
-    full, smallest = compare.full_and_smallest(run.rows, config)
+    full, smallest = compare.full_and_smallest(
+        run.rows, run_config(args, method, cell, seed, overrides))
     out[(method, cell, seed)] = {'full': full, 'smallest': smallest, 'rows': run.rows,
                                  'run': name, 'step': int(run.rows[0]['step'])}
   return out
@@ -147,12 +146,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   runs = plan(module, cells, methods, seeds)
   if not args.report_only:
     try:
-      run_configs(args, overrides, sorted(set(runs.values())))
+      check_runs(args, overrides, sorted(set(runs.values())))
     except (ValueError, loading.checks.ConfigError) as e:
       print(f'error: {e}', file=sys.stderr)
       return 2
   failed = [] if args.report_only else train(args, sorted(set(runs.values())), overrides)
-  results = collect(args, module, runs, overrides)
+  results = collect(args, runs, overrides)
   rows = controlled_report.table(results, module, cells, methods, seeds)
   title = (f'Plain vs MutualNet vs US-Net, one factor at a time '
            f'({os.path.basename(os.path.normpath(args.image_folder))})')

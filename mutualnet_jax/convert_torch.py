@@ -44,13 +44,12 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
-  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
-                       RENAMED, __doc__)
+  args = command_line.parse(define_flags, TOOL, argv, RENAMED, __doc__)
   if not os.path.isfile(args.checkpoint):
     command_line.usage_error(TOOL, f'no such file: {args.checkpoint}')
   if files.Path(args.workdir, 'checkpoints', '0').exists():
-    command_line.usage_error(TOOL, f'{args.workdir}/checkpoints already holds step 0; choose another '
-                        '--workdir')
+    command_line.usage_error(
+        TOOL, f'{args.workdir}/checkpoints already holds step 0; choose another --workdir')
   try:
     variables = convert_torch.convert(convert_torch.load_state_dict(args.checkpoint), args.model,
                         num_classes=args.num_classes, max_width=args.max_width)

@@ -42,8 +42,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
-  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
-                       RENAMED, __doc__)
+  args = command_line.parse(define_flags, TOOL, argv, RENAMED, __doc__)
   from mutualnet_jax.interop import export  # pylint: disable=g-import-not-at-top
   try:
     config = loading.checked(args.config) if args.config else None

@@ -53,8 +53,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 
 
 def _parse(argv: Optional[Sequence[str]]):
-  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
-                       RENAMED, __doc__)
+  args = command_line.parse(define_flags, TOOL, argv, RENAMED, __doc__)
   # Validate everything before tracing anything, so errors are quick and clear.
   try:
     widths = _floats(args.widths, 'widths')

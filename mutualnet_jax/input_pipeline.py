@@ -37,6 +37,8 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   i('num_batches', 50, 'Timed batches.')
   i('num_images', 800, '--compare: number of generated JPEGs.')
   i('batch_size', 64, '--compare: batch size.')
+  # --help lists --config among this tool's flags (it is defined in config/loading.py).
+  flags.declare_key_flag(loading.FLAG, flag_values=fv)
 
 
 # Defined on absl's global flags only when run as the tool: importing this module (a test, a

@@ -47,6 +47,8 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
                        flag_values=fv)
   flags.DEFINE_integer('torch_threads', 0, 'PyTorch threads (0: its default).', flag_values=fv)
   flags.mark_flags_as_required(['workdir'], flag_values=fv)
+  # --help lists --config among this tool's flags (it is defined in config/loading.py).
+  flags.declare_key_flag(loading.FLAG, flag_values=fv)
 
 
 # Defined on absl's global flags only when run as the tool: importing this module (a test, a

@@ -35,8 +35,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
-  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)], TOOL,
-                       RENAMED, __doc__)
+  args = command_line.parse(define_flags, TOOL, argv, RENAMED, __doc__)
   if args.max_mflops is None and args.max_latency_ms is None:
     command_line.usage_error(TOOL, 'give a budget: --max_mflops and/or --max_latency_ms')
   try:

@@ -54,7 +54,7 @@ def test_the_tools_take_a_config_argument_and_overrides():
   assert args.config_argv == [f'--config={CONTROLLED}:mutualnet,narrow,2', '--config.base_lr=0.5']
   argv = ['export', '--workdir=w', '--width=0.5', '--resolution=16', '--out=o',
           f'--config={CONTROLLED}:independent,base,0', '--config.calib_images=96']
-  flags = command_line.parse(export_cli.define_flags, argv, 'export')
+  flags = command_line.parse(export_cli.define_flags, 'export', argv[1:])
   assert flags.config.method == 'independent' and flags.config.calib_images == 96
   args, overrides = controlled.parse_args(['--image_folder=/f', '--out=/o', '--config.seed=3',
                                            f'--config={CONTROLLED}'])

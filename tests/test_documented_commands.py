@@ -54,14 +54,15 @@ def test_the_docs_quote_every_tool():
 
 
 @pytest.mark.parametrize('doc,module,argv', COMMANDS,
-                         ids=[f'{d}:{m.split(".")[-1]}:{i}' for i, (d, m, _) in enumerate(COMMANDS)])
+                         ids=[f'{d}:{m.split(".")[-1]}:{i}'
+                              for i, (d, m, _) in enumerate(COMMANDS)])
 def test_documented_command_parses_and_its_config_checks(doc, module, argv):
   tool = importlib.import_module(module)
   name = f'python -m {module}'
   with warnings.catch_warnings():
     # The docs use the current spellings.
     warnings.filterwarnings('error', '.*is an old spelling', DeprecationWarning)
-    args = command_line.parse(tool.define_flags, [name, *argv], name,
+    args = command_line.parse(tool.define_flags, name, argv,
                               getattr(tool, 'RENAMED', None), positional=module in POSITIONAL)
   config = getattr(args, 'config', None)
   if isinstance(config, ml_collections.ConfigDict):

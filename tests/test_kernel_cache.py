@@ -145,5 +145,6 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_persistent_cache_keeps_quickly_compiled_programs(tmp_path):
   """The train state's creation compiles in 0.3 s; a restart must load it, not compile it."""
   files = common.last_json(common.run_program(
-      'kernel_cache_quick', tmp_path, env={'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '5'}).stdout)
+      'kernel_cache_quick', tmp_path,
+      env={'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '5'}).stdout)
   assert any(n.startswith('jit__lambda') and n.endswith('-cache') for n in files), files

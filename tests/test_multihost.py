@@ -134,7 +134,8 @@ def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_re
   """Process 1 is SIGKILLed as it fetches batch 5; process 0 must exit non-zero, saying so,
   within the heartbeat timeout (plus a margin for a loaded machine), not hang."""
   wd = tmp_path / 'wd'
-  procs = _two_processes('multihost_worker', wd, 1, 5, 'SIGKILL', HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S))
+  procs = _two_processes('multihost_worker', wd, 1, 5, 'SIGKILL',
+                         HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S))
   procs[1].wait(timeout=600)
   lost_at = time.monotonic()
   assert procs[1].returncode == -signal.SIGKILL

@@ -73,8 +73,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line: SRC_DIR (the four *-idx?-ubyte.gz files), OUT_DIR (the image folder to
   write, split/class/index.png) and flags; ``argv`` defaults to ``sys.argv[1:]``."""
-  args = command_line.parse(define_flags, [TOOL, *(sys.argv[1:] if argv is None else argv)],
-                            TOOL, doc=__doc__, positional=True)
+  args = command_line.parse(define_flags, TOOL, argv, doc=__doc__, positional=True)
   if len(args.positional) != 2:
     command_line.usage_error(TOOL, f'give SRC_DIR and OUT_DIR, not {args.positional}')
   args.src, args.out = args.positional

@@ -32,18 +32,20 @@ def renamed_flags(argv: Sequence[str], renamed: Dict[str, str], tool: str) -> Li
   return out
 
 
-def parse(define: Callable[[flags.FlagValues, Sequence[str]], None], argv: Sequence[str],
-          tool: str, renamed: Optional[Dict[str, str]] = None, doc: str = '',
-          positional: bool = False) -> types.SimpleNamespace:
-  """A tool's command line ``argv`` (program name first), parsed with absl into fresh flags.
+def parse(define: Callable[[flags.FlagValues, Sequence[str]], None], tool: str,
+          argv: Optional[Sequence[str]] = None, renamed: Optional[Dict[str, str]] = None,
+          doc: str = '', positional: bool = False) -> types.SimpleNamespace:
+  """The command line of ``tool`` (``python -m mutualnet_jax.X``): ``argv``, its arguments
+  without the program name (default ``sys.argv[1:]``), parsed with absl into fresh flags.
 
-  ``define(flag_values, argv)`` defines the tool's flags; a ``--config`` defined with
-  ``loading.define_flag`` (given ``argv`` as ``sys_argv``) takes ``file.py:arg`` and
-  ``--config.field=value`` as ``main``'s does. Old spellings in ``renamed`` are translated with a
-  warning. Returns the flags' values, and in ``positional`` the other arguments (refused unless
-  ``positional``). ``--help`` prints the flags and exits 0; a bad flag exits 2, saying why.
+  ``define(flag_values, argv)`` defines the tool's flags (``argv`` with ``tool`` first); a
+  ``--config`` defined with ``loading.define_flag`` (given ``argv`` as ``sys_argv``) takes
+  ``file.py:arg`` and ``--config.field=value`` as ``main``'s does. Old spellings in ``renamed``
+  are translated with a warning. Returns the flags' values, and in ``positional`` the other
+  arguments (refused unless ``positional``). ``--help`` prints the flags and exits 0; a bad flag
+  exits 2, saying why.
   """
-  argv = renamed_flags(argv, renamed or {}, tool)
+  argv = renamed_flags([tool, *(sys.argv[1:] if argv is None else argv)], renamed or {}, tool)
   fv = flags.FlagValues()
   define(fv, argv)
   if any(a in ('--help', '-h', '--helpfull') for a in argv[1:]):

@@ -39,7 +39,6 @@ from mutualnet_jax.data import image_key
 from mutualnet_jax.models import width_grid
 
 
-
 def __getattr__(name):
   if name == 'MODES':   # the old name of METHODS (compat.NAMES)
     compat.warn(f'{__name__}.MODES', f'{__name__}.METHODS')

@@ -11,6 +11,7 @@ gradients is the gradient of :func:`mutualnet.step_loss` (Eq. 4); the tests chec
 """
 
 import concurrent.futures
+import dataclasses
 import functools
 import threading
 import time
@@ -302,16 +303,16 @@ def run_step(kernels: StepKernels, state: StepState, batch, subnets: Sequence[Su
   return kernels.update_kernel(len(subnets))(state, grads, tuple(losses), tuple(oks))
 
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class RunnableStep:
   """Everything a training step runs with: the model, the learning-rate schedule and the
   optimiser, the replicated state, and the compiled kernels.
   ``run_step(step.kernels, step.state, batch, subnets)`` is one step."""
-  model: Any = flax.struct.field(pytree_node=False)
-  schedule: optax.Schedule = flax.struct.field(pytree_node=False)
-  optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  model: Any
+  schedule: optax.Schedule
+  optimizer: optax.GradientTransformation
   state: StepState
-  kernels: StepKernels = flax.struct.field(pytree_node=False)
+  kernels: StepKernels
 
 
 def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,

@@ -223,7 +223,8 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(batches)
         subnets = mutualnet.draw_subnets(config, step)
-        if kernels.compile_step(subnets):   # a new kernel was compiled: let the slower hosts catch up
+        # A new kernel was compiled: let the slower hosts catch up.
+        if kernels.compile_step(subnets):
           parallel.wait_for_all_processes(f'kernels_ready_{step}')
         state, metrics = run(state, batch, subnets)
       report(step + 1)

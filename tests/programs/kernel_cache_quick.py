@@ -1,5 +1,6 @@
 """A program that compiles in milliseconds, in a process whose environment asks JAX to keep only
-programs that took over 5 s; prints the cache directory's files (argv[1]) (tests/test_kernel_cache.py).
+programs that took over 5 s; prints the files of the cache directory argv[1]
+(tests/test_kernel_cache.py).
 """
 
 import json, os, sys
