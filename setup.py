@@ -29,7 +29,10 @@ setup(
     ],
     extras_require={
         'torch': ['torch==2.13.0'],
+        # The elastic LiteRT file: its export (--elastic) and its runtime, mutualnet_jax.deploy,
+        # which needs nothing else (interop/litert.py runs copied alone, without JAX or TF).
+        'deploy': ['numpy', 'ai-edge-litert>=2.0'],
         'test': ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6',
-                 'torch==2.13.0'],
+                 'torch==2.13.0', 'ai-edge-litert>=2.0'],
     },
 )

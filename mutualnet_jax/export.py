@@ -1,9 +1,15 @@
-"""Command line: export one (width, resolution) as a fixed-width model.
-
-The export itself is :mod:`mutualnet_jax.interop.export`.
+"""Command line: export one (width, resolution) as a fixed-width model, or many as one file.
 
   python -m mutualnet_jax.export --workdir=DIR --width=0.7 --resolution=160 --out=OUT \
       [--config=configs/x.py[:arg] [--config.field=value ...]] [--notf]
+  python -m mutualnet_jax.export --workdir=DIR --elastic --out=OUT \
+      [--configs=envelope|all|0.5@160,1.0@224,...] [--config=...]
+
+The first writes one configuration (:mod:`mutualnet_jax.interop.export`). ``--elastic`` writes
+``OUT/elastic.tflite``, one LiteRT file holding the chosen rows of the run's query table (default
+its best-per-budget envelope), the weights stored once, each row with its own calibrated BN
+statistics, the table in its metadata (:mod:`mutualnet_jax.interop.elastic`); run it with
+:mod:`mutualnet_jax.deploy`, which needs numpy and ai-edge-litert only.
 
 ``--config`` is needed only when the workdir has no cached statistics for the configuration
 (calibration reads the config's data); it is checked before anything is restored or compiled.
@@ -37,7 +43,17 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   loading.define_flag('Config for calibration data when the statistics are not cached '
                       '(file.py[:arg], --config.field=value).', flag_values=fv, required=False,
                       sys_argv=argv)
-  flags.mark_flags_as_required(['workdir', 'width', 'resolution', 'out'], flag_values=fv)
+  flags.DEFINE_bool('elastic', False, 'Write OUT/elastic.tflite: the configurations of '
+                    '--configs in one LiteRT file that switches between them at run time.',
+                    flag_values=fv)
+  flags.DEFINE_string('configs', 'envelope', 'With --elastic: the query table rows to hold: '
+                      'envelope (best per budget), all, or WIDTH@RESOLUTION,...',
+                      flag_values=fv)
+  flags.mark_flags_as_required(['workdir', 'out'], flag_values=fv)
+  flags.register_multi_flags_validator(
+      ['elastic', 'width', 'resolution'],
+      lambda f: f['elastic'] or (f['width'] is not None and f['resolution'] is not None),
+      '--width and --resolution are required (or --elastic)', flag_values=fv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -46,8 +62,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from mutualnet_jax.interop import export  # pylint: disable=g-import-not-at-top
   try:
     config = loading.checked(args.config) if args.config else None
-    result = export.export_from_workdir(args.workdir, args.width, args.resolution, args.out,
-                                        config, tensorflow=args.tf)
+    if args.elastic:
+      from mutualnet_jax.interop import elastic  # pylint: disable=g-import-not-at-top
+      result = elastic.export_elastic(args.workdir, args.out, args.configs, config)
+    else:
+      result = export.export_from_workdir(args.workdir, args.width, args.resolution, args.out,
+                                          config, tensorflow=args.tf)
   except (loading.checks.ConfigError, export.ExportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

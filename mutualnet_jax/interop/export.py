@@ -120,12 +120,7 @@ def to_tensorflow(path: str) -> Dict[str, Any]:
   saved = os.path.join(path, 'saved_model')
   tf.saved_model.save(module, saved, signatures={'serving_default': module.serve})
 
-  # TFLite: a static batch of 1, so the graph has no shape arithmetic.
-  static = jax2tf.convert(predict, with_gradient=False)
-  fixed = tf.function(lambda images: static(tf_vars, images), autograph=False)
-  concrete = fixed.get_concrete_function(tf.TensorSpec([1, r, r, 3], tf.float32))
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-  tflite = converter.convert()
+  tflite = tflite_model(path)
   tflite_path = os.path.join(path, 'model.tflite')
   with open(tflite_path, 'wb') as f:
     f.write(tflite)
@@ -136,6 +131,24 @@ def to_tensorflow(path: str) -> Dict[str, Any]:
   rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12))
   return {'saved_model': saved, 'tflite': tflite_path, 'tflite_max_rel_diff': rel,
           'method': 'jax2tf (native serialization) -> TFLiteConverter'}
+
+
+def tflite_model(path: str) -> bytes:
+  """The TFLite flatbuffer (float32, batch 1) of the export in ``path``, via jax2tf."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  _, variables, spec = load_exported(path)
+  model = fixed_model(spec['model'], spec['num_classes'], spec['width'], 'native')
+  r, width = spec['resolution'], model.max_width
+  predict = lambda v, x: model.apply(v, x, width=width, train=False)
+  tf_vars = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), variables)
+  module = tf.Module()
+  module.vars = tf.nest.flatten(tf_vars)
+  # A static batch of 1, so the graph has no shape arithmetic.
+  static = jax2tf.convert(predict, with_gradient=False)
+  fixed = tf.function(lambda images: static(tf_vars, images), autograph=False)
+  concrete = fixed.get_concrete_function(tf.TensorSpec([1, r, r, 3], tf.float32))
+  return tf.lite.TFLiteConverter.from_concrete_functions([concrete], module).convert()
 
 
 def run_tflite(tflite_path: str, images: np.ndarray) -> np.ndarray:
