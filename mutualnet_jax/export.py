@@ -3,7 +3,9 @@
   python -m mutualnet_jax.export --workdir=DIR --width=0.7 --resolution=160 --out=OUT \
       [--config=configs/x.py[:arg] [--config.field=value ...]] [--notf]
   python -m mutualnet_jax.export --workdir=DIR --elastic --out=OUT \
-      [--configs=envelope|all|0.5@160,1.0@224,...] [--config=...]
+      [--configs=envelope|all|0.5@160,1.0@224,...] [--config=...] [--separate]
+  python -m mutualnet_jax.export --elastic --untrained=mobilenet_v1 \
+      --configs=0.25@128,...,1.0@224 --out=OUT [--num_classes=1000] [--separate]
 
 The first writes one configuration (:mod:`mutualnet_jax.interop.export`). ``--elastic`` writes
 ``OUT/elastic.tflite``, one LiteRT file holding the chosen rows of the run's query table (default
@@ -49,7 +51,20 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   flags.DEFINE_string('configs', 'envelope', 'With --elastic: the query table rows to hold: '
                       'envelope (best per budget), all, or WIDTH@RESOLUTION,...',
                       flag_values=fv)
-  flags.mark_flags_as_required(['workdir', 'out'], flag_values=fv)
+  flags.DEFINE_bool('separate', False, 'With --elastic: also write each configuration\'s own '
+                    'export, OUT/separate/W@R.tflite (to compare with the elastic file: '
+                    'python -m mutualnet_jax.deploy compare).', flag_values=fv)
+  flags.DEFINE_string('untrained', None, 'With --elastic: no workdir; this model with random '
+                      'weights and BN statistics at --configs=W@R,... (the file\'s size and '
+                      'latency on a device before training; no accuracies).', flag_values=fv)
+  flags.DEFINE_integer('num_classes', 1000, 'With --untrained: classifier outputs.',
+                       flag_values=fv)
+  flags.mark_flag_as_required('out', flag_values=fv)
+  flags.register_multi_flags_validator(
+      ['workdir', 'untrained', 'elastic'],
+      lambda f: (f['workdir'] is None) != (f['untrained'] is None) and (
+          f['untrained'] is None or f['elastic']),
+      'give --workdir, or --elastic --untrained=MODEL', flag_values=fv)
   flags.register_multi_flags_validator(
       ['elastic', 'width', 'resolution'],
       lambda f: f['elastic'] or (f['width'] is not None and f['resolution'] is not None),
@@ -64,7 +79,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = loading.checked(args.config) if args.config else None
     if args.elastic:
       from mutualnet_jax.interop import elastic  # pylint: disable=g-import-not-at-top
-      result = elastic.export_elastic(args.workdir, args.out, args.configs, config)
+      if args.untrained:
+        result = elastic.export_untrained(args.untrained, args.configs, args.out,
+                                          args.num_classes, separate=args.separate)
+      else:
+        result = elastic.export_elastic(args.workdir, args.out, args.configs, config,
+                                        separate=args.separate)
     else:
       result = export.export_from_workdir(args.workdir, args.width, args.resolution, args.out,
                                           config, tensorflow=args.tf)

@@ -36,7 +36,18 @@ def exported(tmp_path_factory):
   config = te.tiny_config(eval_width_step=0.25, latency_batch_sizes=())
   model = models.from_config(config)
   te.write_checkpoint(workdir, config, step_kernels.init_params(model, config), step=3)
+  # A LiteRT latency table measured before (deploy measure --query_table_dir): --mode=eval
+  # keeps its column beside JAX's latency.
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, query_table.LITERT_LATENCY_FILE), 'w') as f:
+    json.dump({'rows': [{'config': '1@24', 'width': 1.0, 'resolution': 24, 'median_ms': 0.5},
+                        {'config': '0.5@16', 'width': 0.5, 'resolution': 16,
+                         'median_ms': 0.25}]}, f)
   rows = evaluator.evaluate_grid(config, workdir)
+  latency = {(r['width'], r['resolution']): r['litert_latency_ms'] for r in rows}
+  assert latency.pop((1.0, 24)) == 0.5 and latency.pop((0.5, 16)) == 0.25
+  assert set(latency.values()) == {None}
+  assert 'LiteRT b=1 (ms)' in open(os.path.join(workdir, 'query_table.md')).read()
   code = export_cli.main(['--workdir', workdir, '--elastic', '--configs=all', '--out', out])
   assert code == 0
   # The file alone is the result; the report printed is checked from the module's function.
@@ -244,3 +255,48 @@ def test_export_refuses_what_it_cannot_hold(exported, tmp_path):
   with pytest.raises(SystemExit) as exit_:   # a fixed export needs its width and resolution
     export_cli.main(['--workdir', workdir, '--out', str(tmp_path / 'y')])
   assert exit_.value.code == 2
+
+
+def test_measure_puts_litert_latency_into_the_query_table(exported, tmp_path, capsys):
+  workdir, out, _, rows = exported
+  table_dir = tmp_path / 'table'
+  table_dir.mkdir()
+  for name in ('query_table.csv', 'query_table.md'):
+    shutil.copy(os.path.join(workdir, name), table_dir / name)
+  path = str(tmp_path / 'elastic.tflite')
+  shutil.copy(os.path.join(out, 'elastic.tflite'), path)
+  assert deploy.main(['measure', path, '--repeats=2', '--warmup=0',
+                      f'--query_table_dir={table_dir}']) == 0
+  measured = {r['config']: r['median_ms'] for r in json.load(open(deploy.latency_path(path)))['rows']}
+  table = query_table.read_csv(str(table_dir / 'query_table.csv'))
+  assert len(table) == len(rows)
+  for r in table:
+    assert r['litert_latency_ms'] == pytest.approx(
+        measured[deploy.config_name(r['width'], r['resolution'])], rel=1e-6)
+  assert (table_dir / query_table.LITERT_LATENCY_FILE).exists()
+  assert deploy.main(['info', path]) == 0
+  assert 'latency(ms)' in capsys.readouterr().out
+
+
+def test_untrained_file_and_its_separate_exports_compare(tmp_path, capsys):
+  """An untrained file (random weights, no accuracies) beside each configuration's own export:
+  the same logits to rounding, the same size as one export, and picks by MFLOPs alone."""
+  out = str(tmp_path / 'u')
+  assert export_cli.main(['--elastic', '--untrained=mobilenet_v1_tiny', '--num_classes=7',
+                          '--configs=0.25@16,0.5@16,1.0@24', '--separate', f'--out={out}']) == 0
+  capsys.readouterr()
+  assert sorted(os.listdir(os.path.join(out, 'separate'))) == [
+      '0.25@16.tflite', '0.5@16.tflite', '1@24.tflite']
+  path = os.path.join(out, 'elastic.tflite')
+  model = deploy.ElasticModel(path)
+  assert all(c['top1'] is None for c in model.configs)
+  assert model.select(max_mflops=model.config('0.5@16')['mmacs'])['width'] == 0.5
+  assert deploy.main(['compare', path, f'--separate={out}/separate', '--repeats=2',
+                      '--rounds=1']) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert report['size_vs_one_export'] < 1.1 and report['base'] == '1@24'
+  assert report['separate_exports_bytes'] > report['bytes']
+  for r in report['rows']:
+    assert r['max_rel_diff'] < 1e-5 and r['switch_ms'] > 0 and r['elastic_median_ms'] > 0
+  with pytest.raises(SystemExit):   # --untrained needs --elastic; a workdir excludes it
+    export_cli.main(['--untrained=mobilenet_v1_tiny', f'--out={out}'])

@@ -208,6 +208,7 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
 
   if jax.process_index() == 0:
     out = table_dir(config, workdir)
+    query_table.add_litert_latency(rows, out)   # measured by deploy measure --query_table_dir
     paths = query_table.write_all(rows, out, title=f'{config.model} on {config.dataset}, '
                                   f'{config.method} (step {step})')
     paths['json'] = query_table.write_info(run_info(config, step, widths, resolutions), out)

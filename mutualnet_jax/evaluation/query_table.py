@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, Sequence
 from mutualnet_jax.runtime import files
 
 COLUMNS = ('width', 'resolution', 'mmacs', 'params', 'top1', 'top5', 'latency_ms',
-           'throughput_img_s', 'throughput_batch', 'eval_images', 'calib_images', 'step')
+           'litert_latency_ms', 'throughput_img_s', 'throughput_batch', 'eval_images',
+           'calib_images', 'step')
 _INT = ('resolution', 'params', 'throughput_batch', 'eval_images', 'calib_images', 'step')
 
 
@@ -56,10 +57,12 @@ def read_csv(path: str) -> List[Dict]:
 def write_markdown(rows: Sequence[Dict], path: str, title: str = 'Query table') -> None:
   """Human-readable table, sorted by cost, best-per-budget rows marked with *."""
   best = {id(r) for r in envelope(rows)}
+  litert = any(r.get('litert_latency_ms') is not None for r in rows)
   lines = [f'# {title}', '',
            '| width | resolution | MFLOPs (MMACs) | params (M) | top-1 (%) | top-5 (%) | '
-           'latency b=1 (ms) | throughput (img/s) | envelope |',
-           '|---:|---:|---:|---:|---:|---:|---:|---:|:---:|']
+           'latency b=1 (ms) | ' + ('LiteRT b=1 (ms) | ' if litert else '') +
+           'throughput (img/s) | envelope |',
+           '|---:|---:|---:|---:|---:|---:|---:|' + ('---:|' if litert else '') + '---:|:---:|']
   fmt = lambda v, spec: '' if v is None or (isinstance(v, float) and math.isnan(v)) else (
       format(v, spec))
   scaled = lambda r, k, f: None if r.get(k) is None else r[k] * f
@@ -68,7 +71,9 @@ def write_markdown(rows: Sequence[Dict], path: str, title: str = 'Query table') 
         f"| {r['width']:g} | {r['resolution']} | {fmt(r['mmacs'], '.2f')} | "
         f"{fmt(scaled(r, 'params', 1e-6), '.3f')} | {fmt(100 * r['top1'], '.2f')} | "
         f"{fmt(scaled(r, 'top5', 100), '.2f')} | "
-        f"{fmt(r.get('latency_ms'), '.3f')} | {fmt(r.get('throughput_img_s'), '.1f')} | "
+        f"{fmt(r.get('latency_ms'), '.3f')} | "
+        + (f"{fmt(r.get('litert_latency_ms'), '.3f')} | " if litert else '') +
+        f"{fmt(r.get('throughput_img_s'), '.1f')} | "
         f"{'*' if id(r) in best else ''} |")
   files.write_atomic(path, ('\n'.join(lines) + '\n').encode())
 
@@ -162,6 +167,22 @@ def write_all(rows: Sequence[Dict], workdir: str, title: str = '') -> Dict[str, 
 
 
 INFO_FILE = 'query_table.json'
+# A latency table of an elastic LiteRT file (``deploy measure --query_table_dir``), kept beside
+# the query table so that --mode=eval shows LiteRT's latency beside JAX's.
+LITERT_LATENCY_FILE = 'litert_latency.json'
+
+
+def add_litert_latency(rows: Sequence[Dict], table_dir: str) -> bool:
+  """Give each row measured in ``table_dir``'s LiteRT latency table its ``litert_latency_ms``
+  (median, in the threads and batch the table records). False when there is no table."""
+  path = files.Path(os.path.join(table_dir, LITERT_LATENCY_FILE))
+  if not path.exists():
+    return False
+  table = json.loads(path.read_bytes().decode())
+  measured = {(float(m['width']), int(m['resolution'])): m['median_ms'] for m in table['rows']}
+  for r in rows:
+    r['litert_latency_ms'] = measured.get((float(r['width']), int(r['resolution'])))
+  return True
 
 
 def write_info(info: Dict, workdir: str) -> str:

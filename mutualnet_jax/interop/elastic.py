@@ -36,6 +36,7 @@ from mutualnet_jax.training import checkpointing
 from mutualnet_jax import models
 
 OUT_FILE = 'elastic.tflite'
+SEPARATE = 'separate'    # with --separate: each configuration's own export, W@R.tflite
 # A reconstructed constant must equal the converted one to this, relative to its largest value.
 RECONSTRUCTION_TOLERANCE = 1e-5
 # Each configuration's TFLite logits against JAX with its calibrated statistics.
@@ -235,7 +236,7 @@ def choose_rows(rows: Sequence[Dict], configs: str, where: str) -> List[Dict]:
 
 
 def export_elastic(workdir: str, out: str, configs: str = 'envelope', config=None,
-                   table: Optional[str] = None) -> Dict:
+                   table: Optional[str] = None, separate: bool = False) -> Dict:
   """``OUT/elastic.tflite`` of the newest checkpoint in ``workdir``, for the rows of its query
   table that ``configs`` names; each configuration checked against JAX. Returns a report."""
   from mutualnet_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
@@ -254,21 +255,70 @@ def export_elastic(workdir: str, out: str, configs: str = 'envelope', config=Non
     raise ElasticExportError(f'the query table in {where} is of step {table_info["step"]}, the '
                              f'newest checkpoint is step {step}: run --mode=eval again')
   chosen = choose_rows(rows, configs, where)
-  name, num_classes = meta['model'], meta['num_classes']
-  tflites, variables = {}, {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for row in chosen:
-      w, r = float(row['width']), int(row['resolution'])
-      key = litert.config_name(w, r)
-      stats = export._stats_for(workdir, params, meta, step, w, r, config)  # pylint: disable=protected-access
-      d = os.path.join(tmp, key)
-      export.export_fixed(d, name, num_classes, params, stats, w, r)
-      tflites[key] = export.tflite_model(d)
-      variables[key] = export.load_exported(d)[1]
-  info = {'model': name, 'num_classes': int(num_classes), 'checkpoint_step': int(step),
+  stats = {litert.config_name(r['width'], r['resolution']): export._stats_for(  # pylint: disable=protected-access
+      workdir, params, meta, step, float(r['width']), int(r['resolution']), config)
+           for r in chosen}
+  info = {'model': meta['model'], 'num_classes': int(meta['num_classes']),
+          'checkpoint_step': int(step),
           'method': table_info.get('method', meta.get('method')),
           'dataset': table_info.get('dataset', meta.get('config', {}).get('dataset'))}
-  data, report = build(tflites, chosen, info)
+  return write(out, chosen, params, stats, info, separate)
+
+
+def export_untrained(model_name: str, configs: str, out: str, num_classes: int = 1000,
+                     seed: int = 0, separate: bool = False) -> Dict:
+  """An elastic file of ``model_name`` with random weights and random BN statistics for the
+  configurations ``configs`` ('W@R,...'): for the file's size and its configurations' latency
+  on a device before any training (the table has MFLOPs and parameters, no accuracy)."""
+  from mutualnet_jax.evaluation import flops  # pylint: disable=g-import-not-at-top
+  try:
+    chosen = [litert.parse_config(c) for c in configs.split(',')]
+  except litert.DeployError as e:
+    raise ElasticExportError(f'--configs: {e} (an untrained export names its configurations)'
+                             ) from None
+  slim = models.create(model_name, num_classes=num_classes,
+                       min_width=min(w for w, _ in chosen))
+  rng = np.random.default_rng(seed)
+  top = max(r for _, r in chosen)
+  shapes = jax.eval_shape(lambda: slim.init(jax.random.key(0), np.zeros((1, top, top, 3),
+                                                                         np.float32),
+                                            width=slim.max_width, train=True))
+  params = jax.tree.map(lambda a: (rng.standard_normal(a.shape) * np.sqrt(
+      2.0 / max(1, np.prod(a.shape[:-1])))).astype(np.float32), shapes['params'])
+  rows, stats = [], {}
+  for w, r in chosen:
+    fixed = export.fixed_model(model_name, num_classes, w)
+    want = jax.eval_shape(lambda: fixed.init(jax.random.key(0), np.zeros((1, r, r, 3),
+                                                                          np.float32),
+                                             width=fixed.max_width, train=True))
+    stats[litert.config_name(w, r)] = jax.tree_util.tree_map_with_path(
+        lambda path, a: (rng.uniform(0.5, 2.0, a.shape) if 'var' in jax.tree_util.keystr(path)
+                         else rng.normal(0, 0.1, a.shape)).astype(np.float32),
+        want['batch_stats'])
+    macs, n_params = flops.count(slim, w, r)
+    rows.append({'width': w, 'resolution': r, 'mmacs': macs / 1e6, 'params': n_params,
+                 'top1': None, 'top5': None})
+  info = {'model': model_name, 'num_classes': num_classes, 'checkpoint_step': None,
+          'method': 'untrained (random weights)', 'dataset': None}
+  return write(out, rows, params, stats, info, separate)
+
+
+def write(out: str, rows: Sequence[Dict], params, stats: Dict[str, Dict], info: Dict,
+          separate: bool = False) -> Dict:
+  """Convert each row's configuration (slimmable ``params`` sliced, ``stats[name]``), build
+  ``OUT/elastic.tflite``, check it against JAX; with ``separate``, also each configuration's
+  own file, ``OUT/separate/W@R.tflite``. Returns the report."""
+  name, num_classes = info['model'], info['num_classes']
+  tflites, variables = {}, {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for row in rows:
+      w, r = float(row['width']), int(row['resolution'])
+      key = litert.config_name(w, r)
+      d = os.path.join(tmp, key)
+      export.export_fixed(d, name, num_classes, params, stats[key], w, r)
+      tflites[key] = export.tflite_model(d)
+      variables[key] = export.load_exported(d)[1]
+  data, report = build(tflites, rows, info)
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, OUT_FILE)
   with open(path + '.partial', 'wb') as f:
@@ -282,9 +332,14 @@ def export_elastic(workdir: str, out: str, configs: str = 'envelope', config=Non
     raise ElasticExportError(f'{worst}: the elastic file\'s logits differ from JAX by '
                              f'{checks[worst]:.2e} (relative; at most {LOGITS_TOLERANCE:g})')
   os.replace(path + '.partial', path)
+  if separate:
+    os.makedirs(os.path.join(out, SEPARATE), exist_ok=True)
+    for key, blob in tflites.items():
+      with open(os.path.join(out, SEPARATE, key + '.tflite'), 'wb') as f:
+        f.write(blob)
   base_size = len(tflites[report['base']])
   return {'elastic': path, 'configs': [litert.config_name(r['width'], r['resolution'])
-                                       for r in chosen],
+                                       for r in rows],
           'base': report['base'], 'bytes': len(data), 'base_export_bytes': base_size,
           'separate_exports_bytes': sum(map(len, tflites.values())),
           'size_vs_one_export': len(data) / base_size,

@@ -267,7 +267,8 @@ class ElasticModel:
 
   def select(self, max_mflops: Optional[float] = None,
              max_latency_ms: Optional[float] = None) -> Dict:
-    """The most accurate configuration within the budget(s) (ties: the cheaper)."""
+    """The most accurate configuration within the budget(s) (ties: the cheaper); in a file
+    without accuracies (``export --untrained``), the one with the most MFLOPs."""
     if max_latency_ms is not None and self._latency_error:
       raise DeployError(self._latency_error)
     rows = self.configs
@@ -284,7 +285,9 @@ class ElasticModel:
       raise DeployError(f'no configuration fits {budget}: the cheapest, '
                         f'{config_name(cheapest["width"], cheapest["resolution"])}, takes '
                         f'{cheapest["mmacs"]:.2f} MFLOPs{fastest}')
-    return max(ok, key=lambda r: (r['top1'], -r['mmacs']))
+    # Without accuracies (an untrained file): the one that computes the most.
+    return max(ok, key=lambda r: (r['top1'], -r['mmacs']) if r['top1'] is not None
+               else (-1.0, r['mmacs']))
 
   # - Running.
 
@@ -475,19 +478,87 @@ def measure(path: str, threads: Optional[int] = None, batch: int = 1, repeats: i
   disagree = [(a['config'], b['config']) for i, a in enumerate(by_cost)
               for b in by_cost[i + 1:] if b['mmacs'] > a['mmacs']
               and b['median_ms'] < a['median_ms']]
-  import ai_edge_litert  # pylint: disable=g-import-not-at-top
   table = {'file': os.path.basename(path), 'file_sha256': model.sha256,
            'threads': threads, 'batch': batch, 'repeats': repeats, 'warmup': warmup,
-           'machine': {'processor': platform.processor() or platform.machine(),
-                       'cpu_model': _cpu_model(), 'cpus': os.cpu_count(),
-                       'python': platform.python_version(),
-                       'ai_edge_litert': getattr(ai_edge_litert, '__version__', None)},
+           'machine': _machine(),
            'rows': rows,
            'cheaper_but_slower': [list(p) for p in disagree]}
   if write:
     with open(latency_path(path), 'w') as f:
       json.dump(table, f, indent=1)
   return table
+
+
+def compare(path: str, separate_dir: str, threads: Optional[int] = None, repeats: int = 50,
+            rounds: int = 5) -> Dict:
+  """Each configuration of an elastic file against its own export (``separate_dir/W@R.tflite``,
+  written by ``export --elastic --separate``) in a bare LiteRT interpreter, same threads.
+
+  Latency: ``rounds`` rounds, each timing ``repeats`` calls of the elastic file's
+  :meth:`ElasticModel.run` and then ``repeats`` bare calls, per configuration (interleaved, so
+  a machine's drift hits both alike); the medians over all calls. Switch: the first call of a
+  configuration not yet built (building its model, the interpreter, one call) against loading
+  the separate file and one call. Sizes: the elastic file, its base's own export, the sum.
+  """
+  model = ElasticModel(path, num_threads=threads)
+  files = {n: os.path.join(separate_dir, n + '.tflite')
+           for n in (config_name(c['width'], c['resolution']) for c in model.configs)}
+  missing = [f for f in files.values() if not os.path.exists(f)]
+  if missing:
+    raise DeployError(f'no separate export {missing[0]} (export --elastic --separate writes '
+                      'them)')
+  rng = np.random.default_rng(0)
+  rows = []
+  for name, file in files.items():
+    r = model.config(name)['resolution']
+    x = rng.standard_normal((1, r, r, 3)).astype(np.float32)
+    model.forget()
+    t0 = time.perf_counter()
+    model.run(x, config=name)
+    switch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bare = _interpreter_class()(model_path=file, num_threads=threads)
+    bare.allocate_tensors()
+    inp, out = bare.get_input_details()[0]['index'], bare.get_output_details()[0]['index']
+    bare.set_tensor(inp, x)
+    bare.invoke()
+    load = time.perf_counter() - t0
+    want = bare.get_tensor(out)
+    diff = float(np.max(np.abs(model.run(x, config=name)[0] - want)) / np.max(np.abs(want)))
+    elastic_t, bare_t = [], []
+    for _ in range(rounds):
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.run(x, config=name)
+        elastic_t.append(time.perf_counter() - t0)
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        bare.set_tensor(inp, x)
+        bare.invoke()
+        bare.get_tensor(out)
+        bare_t.append(time.perf_counter() - t0)
+    row = {'config': name, 'mmacs': model.config(name)['mmacs'],
+           'elastic_median_ms': _percentile(elastic_t, 50),
+           'separate_median_ms': _percentile(bare_t, 50),
+           'switch_ms': switch * 1e3, 'separate_load_ms': load * 1e3,
+           'max_rel_diff': diff}
+    row['latency_ratio'] = row['elastic_median_ms'] / row['separate_median_ms']
+    rows.append(row)
+    model.forget()
+  sizes = {n: os.path.getsize(f) for n, f in files.items()}
+  return {'file': path, 'threads': threads, 'repeats': repeats, 'rounds': rounds,
+          'bytes': len(model._data), 'base': model.index['base'],  # pylint: disable=protected-access
+          'base_export_bytes': sizes[model.index['base']],
+          'separate_exports_bytes': sum(sizes.values()),
+          'size_vs_one_export': len(model._data) / sizes[model.index['base']],  # pylint: disable=protected-access
+          'machine': _machine(), 'rows': rows}
+
+
+def _machine() -> Dict:
+  import ai_edge_litert  # pylint: disable=g-import-not-at-top
+  return {'processor': platform.processor() or platform.machine(), 'cpu_model': _cpu_model(),
+          'cpus': os.cpu_count(), 'python': platform.python_version(),
+          'ai_edge_litert': getattr(ai_edge_litert, '__version__', None)}
 
 
 def _cpu_model() -> Optional[str]:
@@ -508,6 +579,7 @@ def format_table(model: ElasticModel) -> str:
            f'{"config":>10} {"MFLOPs":>9} {"params(M)":>9} {"top-1":>7} {"latency(ms)":>11}']
   for r in model.configs:
     lat = '' if r.get('latency_ms') is None else f'{r["latency_ms"]:.3f}'
+    top1 = '' if r['top1'] is None else f'{100 * r["top1"]:6.2f}%'
     lines.append(f'{config_name(r["width"], r["resolution"]):>10} {r["mmacs"]:9.2f} '
-                 f'{r["params"] / 1e6:9.3f} {100 * r["top1"]:6.2f}% {lat:>11}')
+                 f'{r["params"] / 1e6:9.3f} {top1:>7} {lat:>11}')
   return '\n'.join(lines)
