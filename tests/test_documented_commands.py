@@ -21,7 +21,7 @@ from mutualnet_jax.runtime import command_line
 DOCS = ['README.md'] + sorted(os.path.relpath(p, common.REPO)
                               for p in glob.glob(os.path.join(common.REPO, 'docs', '*.md')))
 # Tools whose arguments are not all flags.
-POSITIONAL = {'mutualnet_jax.compare', 'mutualnet_jax.data.idx_folder'}
+POSITIONAL = {'mutualnet_jax.compare', 'mutualnet_jax.data.idx_folder', 'mutualnet_jax.deploy'}
 
 
 def documented_commands():

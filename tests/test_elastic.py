@@ -1,7 +1,9 @@
 """One elastic LiteRT file: every configuration from weights stored once, checked against JAX,
 run by a runtime that needs only numpy and LiteRT, with a clear error for every bad input."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -48,11 +50,11 @@ def exported(tmp_path_factory):
   assert latency.pop((1.0, 24)) == 0.5 and latency.pop((0.5, 16)) == 0.25
   assert set(latency.values()) == {None}
   assert 'LiteRT b=1 (ms)' in open(os.path.join(workdir, 'query_table.md')).read()
-  code = export_cli.main(['--workdir', workdir, '--elastic', '--configs=all', '--out', out])
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    code = export_cli.main(['--workdir', workdir, '--elastic', '--configs=all', '--out', out])
   assert code == 0
-  # The file alone is the result; the report printed is checked from the module's function.
-  result = elastic.export_elastic(workdir, str(root / 'again'), 'all')
-  return workdir, out, result, rows
+  return workdir, out, json.loads(printed.getvalue()), rows
 
 
 def images(r, n=1, seed=0):
@@ -244,6 +246,14 @@ def test_every_bad_input_gets_a_clear_error(exported, tmp_path):
     deploy.ElasticModel(str(copy), latency=deploy.latency_path(str(copy)))
 
 
+def test_the_default_is_the_envelope(exported, tmp_path):
+  workdir, _, _, rows = exported
+  result = elastic.export_elastic(workdir, str(tmp_path / 'envelope'))
+  assert result['configs'] == [deploy.config_name(r['width'], r['resolution'])
+                               for r in query_table.envelope(rows)]
+  assert max(result['max_rel_diff_vs_jax'].values()) < 1e-4
+
+
 def test_export_refuses_what_it_cannot_hold(exported, tmp_path):
   workdir, _, _, _ = exported
   with pytest.raises(elastic.ElasticExportError, match='0.3@24 is not in the query table'):
@@ -300,3 +310,20 @@ def test_untrained_file_and_its_separate_exports_compare(tmp_path, capsys):
     assert r['max_rel_diff'] < 1e-5 and r['switch_ms'] > 0 and r['elastic_median_ms'] > 0
   with pytest.raises(SystemExit):   # --untrained needs --elastic; a workdir excludes it
     export_cli.main(['--untrained=mobilenet_v1_tiny', f'--out={out}'])
+
+
+def test_the_runtime_module_runs_copied_alone(exported, tmp_path):
+  """interop/litert.py imports nothing of the package: copied next to a model, it runs."""
+  _, out, _, _ = exported
+  alone = tmp_path / 'device'
+  alone.mkdir()
+  shutil.copy(os.path.join(REPO, 'mutualnet_jax', 'interop', 'litert.py'), alone / 'litert.py')
+  shutil.copy(os.path.join(out, 'elastic.tflite'), alone / 'elastic.tflite')
+  code = ('import sys, numpy as np, litert\n'
+          'm = litert.ElasticModel("elastic.tflite")\n'
+          'logits, used = m.run(np.ones((1, 16, 16, 3), np.float32), config="0.5@16")\n'
+          'print(logits.shape, sorted(k for k in sys.modules if k.startswith("mutualnet")))\n')
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        cwd=alone, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == '(1, 10) []'

@@ -99,31 +99,39 @@ def export_fixed(out: str, model_name: str, num_classes: int, slim_params, batch
 
 # --- TensorFlow / TFLite.
 
+def _tf_function(path: str):
+  """(variables, spec, predict(variables, images), its variables as a tf.Module) of the export
+  in ``path``; ``predict`` is the fixed-width model in its 'native' form, whose grouped
+  depthwise conv lowers to one TFLite DEPTHWISE_CONV_2D."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  _, variables, spec = load_exported(path)
+  model = fixed_model(spec['model'], spec['num_classes'], spec['width'], 'native')
+  width = model.max_width
+  predict = lambda v, x: model.apply(v, x, width=width, train=False)
+  module = tf.Module()
+  module.tf_vars = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), variables)
+  module.vars = tf.nest.flatten(module.tf_vars)
+  return variables, spec, predict, module
+
+
 def to_tensorflow(path: str) -> Dict[str, Any]:
   """SavedModel and TFLite of the export in ``path`` via jax2tf; checked against JAX."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  _, variables, spec = load_exported(path)
-  # The grouped ('native') depthwise conv lowers to one TFLite DEPTHWISE_CONV_2D.
-  model = fixed_model(spec['model'], spec['num_classes'], spec['width'], 'native')
-  r, width = spec['resolution'], model.max_width
-  predict = lambda v, x: model.apply(v, x, width=width, train=False)
-  tf_vars = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), variables)
-  module = tf.Module()
-  module.vars = tf.nest.flatten(tf_vars)
+  variables, spec, predict, module = _tf_function(path)
+  r = spec['resolution']
   converted = jax2tf.convert(predict, with_gradient=False,
                              polymorphic_shapes=[None, '(b, ...)'])
-  module.serve = tf.function(lambda images: {'logits': converted(tf_vars, images)},
+  module.serve = tf.function(lambda images: {'logits': converted(module.tf_vars, images)},
                              autograph=False,
                              input_signature=[tf.TensorSpec([None, r, r, 3], tf.float32,
                                                             name='images')])
   saved = os.path.join(path, 'saved_model')
   tf.saved_model.save(module, saved, signatures={'serving_default': module.serve})
 
-  tflite = tflite_model(path)
   tflite_path = os.path.join(path, 'model.tflite')
   with open(tflite_path, 'wb') as f:
-    f.write(tflite)
+    f.write(tflite_model(path))
 
   x = np.random.default_rng(0).standard_normal((1, r, r, 3)).astype(np.float32)
   want = np.asarray(jax.jit(predict)(variables, x))
@@ -137,16 +145,11 @@ def tflite_model(path: str) -> bytes:
   """The TFLite flatbuffer (float32, batch 1) of the export in ``path``, via jax2tf."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  _, variables, spec = load_exported(path)
-  model = fixed_model(spec['model'], spec['num_classes'], spec['width'], 'native')
-  r, width = spec['resolution'], model.max_width
-  predict = lambda v, x: model.apply(v, x, width=width, train=False)
-  tf_vars = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), variables)
-  module = tf.Module()
-  module.vars = tf.nest.flatten(tf_vars)
+  _, spec, predict, module = _tf_function(path)
+  r = spec['resolution']
   # A static batch of 1, so the graph has no shape arithmetic.
   static = jax2tf.convert(predict, with_gradient=False)
-  fixed = tf.function(lambda images: static(tf_vars, images), autograph=False)
+  fixed = tf.function(lambda images: static(module.tf_vars, images), autograph=False)
   concrete = fixed.get_concrete_function(tf.TensorSpec([1, r, r, 3], tf.float32))
   return tf.lite.TFLiteConverter.from_concrete_functions([concrete], module).convert()
 

@@ -1,11 +1,12 @@
 """The runtime of an elastic LiteRT file: any of its (width, resolution) configurations, built
 in memory from weights stored once. Needs numpy and ``ai-edge-litert`` only.
 
-``python -m mutualnet_jax.export --workdir=DIR --elastic --out=OUT`` writes ``OUT/elastic.tflite``:
-one TFLite model that a plain LiteRT interpreter runs as the widest configuration at its
-highest resolution, and that carries, in its metadata, the query table and what it takes to
-build every other exported configuration from the same weights (see :mod:`elastic_format`
-below: stored once, each configuration's calibrated BN statistics as a per-channel factor).
+``python -m mutualnet_jax.export --workdir=DIR --elastic --out=OUT`` writes ``OUT/elastic.tflite``
+(:mod:`mutualnet_jax.interop.elastic`): one TFLite model that a plain LiteRT interpreter runs as
+the widest configuration at its highest resolution (the *base*), carrying in its metadata the
+query table (``mutualnet_query_table``, JSON) and, per other configuration, what it takes to
+build it from the base's weights (``mutualnet_elastic``, an .npz: its tensor shapes, a factor
+per output channel for each weight, which is a leading slice of the base's, and its own biases).
 :class:`ElasticModel` builds a configuration's model in memory the first time it is asked for,
 with constant weights, so it runs at the speed of a separate export, and keeps it::
 
