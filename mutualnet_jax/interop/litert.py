@@ -319,7 +319,7 @@ class ElasticModel:
         name, len(images))
     interp.set_tensor(inp, images)
     interp.invoke()
-    return interp.get_tensor(out).copy(), dict(row)
+    return interp.get_tensor(out), dict(row)   # get_tensor copies
 
   def _interpreter(self, name: str, batch: int):
     key = (name, batch)
