@@ -75,6 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; ``argv``: its flags (default ``sys.argv[1:]``)."""
   args = command_line.parse(define_flags, TOOL, argv, RENAMED, __doc__)
   from mutualnet_jax.interop import export  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.interop import litert  # pylint: disable=g-import-not-at-top
   try:
     config = loading.checked(args.config) if args.config else None
     if args.elastic:
@@ -88,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
       result = export.export_from_workdir(args.workdir, args.width, args.resolution, args.out,
                                           config, tensorflow=args.tf)
-  except (loading.checks.ConfigError, export.ExportError) as e:
+  except (loading.checks.ConfigError, export.ExportError, litert.DeployError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(json.dumps(result, indent=2))
