@@ -16,6 +16,8 @@ unbroken run are loaded from the cache and the break never runs.
   of a difference a comparison across layouts must accept.
 """
 
+import contextlib
+
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
@@ -61,3 +63,14 @@ def install(name: str):
     fingerprint = kernel_cache.process_fingerprint
     kernel_cache.process_fingerprint = lambda: fingerprint() + f'+{ENV}={name}'
 
+
+
+@contextlib.contextmanager
+def installed(name: str):
+  """``install(name)`` for the steps built inside the ``with``; the step's own reduction after."""
+  reduce, fingerprint = step_kernels.update_step_reduce, kernel_cache.process_fingerprint
+  install(name)
+  try:
+    yield
+  finally:
+    step_kernels.update_step_reduce, kernel_cache.process_fingerprint = reduce, fingerprint
