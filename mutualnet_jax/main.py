@@ -56,12 +56,37 @@ def main(argv):
   # device count again once the processes have started).
   loading.checked(FLAGS.config)
   # pylint: disable=g-import-not-at-top
-  if FLAGS.mode in ('train', 'train_and_eval'):
-    from mutualnet_jax.evaluation import during_training
-    during_training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  if FLAGS.mode in ('eval', 'train_and_eval'):
-    from mutualnet_jax.evaluation import evaluator
-    evaluator.evaluate_grid(FLAGS.config, FLAGS.workdir)
+  from mutualnet_jax.runtime import preemption
+  try:
+    if FLAGS.mode in ('train', 'train_and_eval'):
+      from mutualnet_jax.evaluation import during_training
+      during_training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      preemption.check()   # preempted while training: no evaluation of an unfinished run
+    if FLAGS.mode in ('eval', 'train_and_eval'):
+      from mutualnet_jax.evaluation import evaluator
+      evaluator.evaluate_grid(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted as e:
+    _exit_preempted(e)
+
+
+def _exit_preempted(e) -> None:
+  """After SIGTERM: say what is kept and what a restart redoes, then exit 0 at once (a
+  compilation still running on another thread must not hold the process past its notice)."""
+  from mutualnet_jax.runtime import preemption  # pylint: disable=g-import-not-at-top
+  redo = {'training': 'training from the last checkpoint (the log above names its step)',
+          'compiling kernels': 'training from the last checkpoint',
+          'evaluation during training': 'training from the last checkpoint; that evaluation '
+                                        'when next due',
+          'BN calibration and evaluation of the grid':
+              'the evaluation of the grid (BN statistics already cached in the workdir are '
+              'reused; the query table was not written)'}
+  logging.warning('Preempted (%s), %.1f s after the notice. A restart with the same command '
+                  'redoes %s.', e, preemption.seconds_since_notice() or 0.0,
+                  redo.get(e.phase, 'this phase'))
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':

@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mutualnet_jax import models
 from mutualnet_jax.runtime import files
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.runtime import preemption
 from mutualnet_jax.models.slimmable import BATCH_STATS
 from mutualnet_jax.data import grids, image_key
 
@@ -85,6 +86,7 @@ def calibrate_bn(model, params, width: float, resolution: int, batches: Iterable
   params = jax.device_put(params, NamedSharding(mesh, P()))
   total, t = None, 0
   for batch in batches:
+    preemption.check()   # SIGTERM: stop between batches; nothing is written
     images = batch[image_key(resolution)]
     if not isinstance(images, jax.Array):
       images = jax.device_put(np.asarray(images), sharding)
@@ -205,6 +207,7 @@ def host_calibration_batches(config, resolutions=None, num_images=None) -> list:
                                            resolutions=resolutions)
   batches = []
   for b in ds.as_numpy_iterator():
+    preemption.check()
     if 'mask' in b and not np.all(b['mask'] > 0):
       raise ValueError('calibration batches must not contain padding rows')
     batches.append(b)

@@ -33,6 +33,7 @@ from mutualnet_jax.data import pipeline
 from mutualnet_jax.evaluation import calibration
 from mutualnet_jax.evaluation import evaluator
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.runtime import preemption
 from mutualnet_jax.training import trainer
 
 
@@ -105,7 +106,10 @@ class PeriodicEvaluation:
       num_eval = min(num_eval, int(c.eval_num_examples))
     data_res = grids.data_resolutions(c, self.resolutions)
     if evaluator.eval_set_bytes(data_res, num_eval) <= float(c.eval_cache_gb) * 1e9:
-      self._eval_host = list(ds.as_numpy_iterator())
+      self._eval_host = []
+      for batch in ds.as_numpy_iterator():
+        preemption.check()   # decoding a large evaluation set takes a while
+        self._eval_host.append(batch)
     else:
       self._eval_ds = ds
     logging.info('Evaluation during training: %s every %d steps, on %d images of %s; BN '

@@ -40,6 +40,7 @@ from mutualnet_jax.training import checkpointing
 from mutualnet_jax.evaluation import flops
 from mutualnet_jax import models
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.runtime import preemption
 from mutualnet_jax.evaluation import query_table
 from mutualnet_jax.data import grids
 
@@ -73,6 +74,7 @@ def accuracy_many(model, variables: Dict, batches) -> Dict:
   """Accuracy of several configurations {(width, res): variables} in one pass over batches."""
   totals = {k: jnp.zeros(3) for k in variables}
   for batch in batches:
+    preemption.check()   # SIGTERM: stop between batches; nothing is written
     for (w, r), v in variables.items():
       logits = infer_fn(model, w)(v, batch[calibration.image_key(r)])
       totals[(w, r)] = totals[(w, r)] + _counts(logits, batch['label'], batch['mask'])
@@ -138,8 +140,15 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
 
   ``widths`` / ``resolutions`` override the grid (default: ``grids.eval_grid(config)``).
   """
-  from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   parallel.start(config)
+  if jax.process_count() == 1:   # several: JAX's preemption service owns SIGTERM
+    preemption.install()
+  with preemption.phase('BN calibration and evaluation of the grid'):
+    return _evaluate_grid(config, workdir, widths, resolutions)
+
+
+def _evaluate_grid(config, workdir, widths, resolutions):
+  from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
   model, params, meta, step = restore(config, workdir)
   params = jax.device_put(params, NamedSharding(mesh, P()))
@@ -163,7 +172,10 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
   cache_eval = eval_set_bytes(data_res, num_eval) <= float(config.eval_cache_gb) * 1e9
   if cache_eval:
     t0 = time.perf_counter()
-    eval_host = list(eval_ds.as_numpy_iterator())
+    eval_host = []
+    for batch in eval_ds.as_numpy_iterator():
+      preemption.check()
+      eval_host.append(batch)
     logging.info('Decoded the %d evaluation images once (%.1fs); reused for every width.',
                  num_eval, time.perf_counter() - t0)
     eval_batches = lambda: pipeline.device_batches(iter(eval_host), mesh, 2)
@@ -177,6 +189,7 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
 
   rows, stats_of, t_start = [], {}, time.perf_counter()
   for i, (w, r) in enumerate(configs):
+    preemption.check()   # SIGTERM: the cached statistics so far stay; the table is not written
     stats = calibration.cached_calibration(
         workdir, model, params, w, r, mesh, tag=tag,
         batches_fn=lambda r=r: calibration.to_device(calib_batches(), mesh, r))

@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mutualnet_jax import compat
 from mutualnet_jax import models
 from mutualnet_jax.runtime import kernel_cache
+from mutualnet_jax.runtime import preemption
 from mutualnet_jax.runtime import xla_cpu
 from mutualnet_jax.data import image_key
 from mutualnet_jax.training import mutualnet
@@ -232,13 +233,14 @@ class StepKernels:
     """Compile (or wait for) every kernel of a step; True if one is used for the first time.
 
     The answer depends only on the sequence of draws, never on compile timing, so every host
-    of a pod gives the same answer at the same step.
+    of a pod gives the same answer at the same step. After SIGTERM it raises
+    ``runtime.preemption.Preempted`` instead of waiting for a compilation to end.
     """
     keys = [self.key(s) for s in subnets] + [('update', len(subnets))]
     first_use = any(k not in self._used for k in keys)
     self._used.update(keys)
-    for k in keys:
-      self._future(k, background=False).result()
+    for k in keys:   # compiled on the pool's threads, so that SIGTERM is seen while waiting
+      preemption.result(self._future(k, background=True))
     return first_use
 
   ready = compat.renamed('training.step_kernels.StepKernels.ready', compile_step)

@@ -11,8 +11,6 @@ evaluation as one (training never imports evaluation).
 import functools
 import math
 import os
-import signal
-import threading
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -30,6 +28,7 @@ from mutualnet_jax.config import checks
 from mutualnet_jax.data import pipeline
 from mutualnet_jax.runtime import jax_internals
 from mutualnet_jax.runtime import parallel
+from mutualnet_jax.runtime import preemption
 from mutualnet_jax.runtime import workdir_lock
 from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training import step_kernels
@@ -105,17 +104,22 @@ class _ProfileWindow:
 class _Preemption:
   """SIGTERM (TPU preemption or ``launch/tpu.py stop``) asks the loop to save and exit.
 
-  On several processes the signal may reach one host only; JAX's preemption service (started by
-  ``jax.distributed.initialize``, which catches SIGTERM itself) tells the others, and all agree
-  on one step (the highest any has reached, plus one), so every host saves the same step.
+  One process: ``runtime.preemption`` catches the signal for the whole run (compiling, training,
+  evaluating). On several processes the signal may reach one host only; JAX's preemption
+  service (started by ``jax.distributed.initialize``, which catches SIGTERM itself) tells the
+  others, and all agree on one step (the highest any has reached, plus one), so every host saves
+  the same step; then the notice is passed on to ``runtime.preemption`` too, so what follows
+  training (``main``'s evaluation) does not start.
   """
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
     self._agreed = jax.process_count() > 1 and jax_internals.preemption_sync_available()
-    if not self._agreed and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    if not self._agreed:
+      preemption.install()
+
+  @property
+  def requested(self) -> bool:
+    return preemption.requested()
 
   def after_step(self, step: int) -> bool:
     """Whether to save and stop after ``step``; every process must call it at every step."""
@@ -124,17 +128,8 @@ class _Preemption:
       if multihost_utils.reached_preemption_sync_point(step):
         logging.warning('Preemption: all %d processes stop after step %d.', jax.process_count(),
                         step)
-        self.requested = True
+        preemption.request()
     return self.requested
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint and stopping.')
-    self.requested = True
-
-  def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 def check_finite(state, config) -> None:
@@ -165,10 +160,12 @@ def train(config, workdir: str, *, stop_after_steps: Optional[int] = None,
   checks.validate(config, jax.device_count())
   with workdir_lock.hold(workdir):
     checkpointing.check_resume_config(workdir, config)
-    return _train(config, workdir, stop_after_steps, tuple(hooks))
+    with preemption.phase('training'):
+      return _train(config, workdir, stop_after_steps, tuple(hooks))
 
 
 def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequence[Hook]):
+  stop = _Preemption()   # from here on, SIGTERM stops the run at its next safe point
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
 
@@ -208,13 +205,13 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
       pipeline.create_train_dataset(config, start_step=start_step), mesh,
       config.prefetch_batches)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-  preemption = _Preemption()
   profile = _ProfileWindow(config.get('profile_steps', ()), os.path.join(workdir, 'profile'))
   end_step = total_steps if stop_after_steps is None else min(total_steps,
                                                                start_step + stop_after_steps)
   run = functools.partial(step_kernels.run_step, kernels,
                           student_targets=config.student_targets)
   t_log, step = time.perf_counter(), start_step
+  saved = completed = start_step   # a restored step has its checkpoint; step 0 needs none
   logging.info('Training steps %d..%d of %d (%d per epoch).', start_step, end_step,
                total_steps, steps_per_epoch)
   try:
@@ -224,12 +221,15 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
         batch = next(batches)
         subnets = mutualnet.draw_subnets(config, step)
         # A new kernel was compiled: let the slower hosts catch up.
-        if kernels.compile_step(subnets):
+        with preemption.phase('compiling kernels'):
+          first_use = kernels.compile_step(subnets)   # Preempted: stop before this step
+        if first_use:
           parallel.wait_for_all_processes(f'kernels_ready_{step}')
         state, metrics = run(state, batch, subnets)
+      completed = step + 1
       report(step + 1)
       profile.after_step(step + 1, state)
-      done = preemption.after_step(step + 1) or step + 1 == end_step
+      done = stop.after_step(step + 1) or step + 1 == end_step
       if (step + 1) % config.log_every_steps == 0 or done:
         check_finite(state, config)
         losses = np.asarray(jax.device_get(metrics['losses']))
@@ -245,25 +245,35 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
       if (step + 1) % config.checkpoint_every_steps == 0 or done:
         check_finite(state, config)
         checkpointing.save(manager, step + 1, state, meta, force=True)
-      if not preemption.requested:   # a preempted host has seconds: no evaluation then
+        saved = step + 1
+      if not stop.requested:   # a preempted host has seconds: no evaluation then
         t_hooks = time.perf_counter()
-        for hook in hooks:
-          scalars = hook(step + 1, state, step + 1 == end_step)
-          if scalars:
-            writer.write_scalars(step + 1, dict(scalars))
+        with preemption.phase('evaluation during training'):
+          for hook in hooks:   # Preempted: the evaluation is dropped, redone when next due
+            scalars = hook(step + 1, state, step + 1 == end_step)
+            if scalars:
+              writer.write_scalars(step + 1, dict(scalars))
         t_log += time.perf_counter() - t_hooks   # images_per_second counts training only
-      if preemption.requested:
+      if stop.requested:
         break
+  except preemption.Preempted as e:   # compiling, or evaluating: the last completed step is kept
+    if completed > saved:
+      check_finite(state, config)
+      checkpointing.save(manager, completed, state, meta, force=True)
+    logging.warning('%s (in %s): %s', e, preemption.current_phase(),
+                    'no step completed, nothing to save' if not completed else
+                    f'checkpoint of step {completed} '
+                    f'{"saved" if completed > saved else "already on disk"}; a restart resumes '
+                    'from it')
   finally:
     try:
       checkpointing.finish(manager)   # a failed background save (a full disk) raises here
     finally:
       profile.stop(state)
       manager.close()
-      preemption.close()
       kernels.close()
       writer.flush()
-  logging.info('Stopped after step %d; compiled %d subnet kernels.', step + 1,
+  logging.info('Stopped after step %d; compiled %d subnet kernels.', completed,
                len(kernels.compiled))
   return state
 
