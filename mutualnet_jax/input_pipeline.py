@@ -2,6 +2,8 @@
 
   python -m mutualnet_jax.input_pipeline --config=configs/demo.py --benchmark
   python -m mutualnet_jax.input_pipeline --compare   # multi-res vs plain ImageNet pipeline
+  python -m mutualnet_jax.input_pipeline --config=configs/compare_folder.py \
+      --config.image_folder=/tmp/folder_1m --config.num_classes=1000 --startup --make_files=1280000
 """
 
 import functools
@@ -37,6 +39,10 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   i('num_batches', 50, 'Timed batches.')
   i('num_images', 800, '--compare: number of generated JPEGs.')
   i('batch_size', 64, '--compare: batch size.')
+  b('startup', False, 'Time the start of training on --config\'s data (checks, the image '
+    'folder\'s listing, the first batch) and its peak memory; prints JSON.')
+  i('make_files', 0, '--startup: first write this many tiny PNGs into config.image_folder/train '
+    '(num_classes class folders), unless it was written before.')
   # --help lists --config among this tool's flags (it is defined in config/loading.py).
   flags.declare_key_flag(loading.FLAG, flag_values=fv)
 
@@ -65,7 +71,13 @@ def main(argv):
   if FLAGS.compare:
     benchmark.compare(FLAGS.num_images, FLAGS.batch_size, FLAGS.num_batches,
                       defaults.get_config())
-  if not (FLAGS.prepare or FLAGS.benchmark or FLAGS.compare):
+  if FLAGS.startup:
+    import json  # pylint: disable=g-import-not-at-top
+    config = FLAGS.config or defaults.get_config()
+    made = (benchmark.make_folder(config.image_folder, FLAGS.make_files, config.num_classes)
+            if FLAGS.make_files else {})
+    print(json.dumps({**benchmark.startup(config), 'folder': made}))
+  if not (FLAGS.prepare or FLAGS.benchmark or FLAGS.compare or FLAGS.startup):
     logging.info('Nothing to do: pass --benchmark, --compare or --prepare.')
 
 

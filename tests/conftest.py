@@ -15,6 +15,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'mutualnet_jax_test_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# Image-folder listings kept between runs (data/listing.py): the session's, not ~/.cache.
+os.environ.setdefault('MUTUALNET_LISTING_CACHE',
+                      os.path.join(tempfile.gettempdir(), 'mutualnet_jax_test_listings'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 

@@ -190,3 +190,58 @@ def test_a_class_sorted_folder_is_read_in_a_mixed_order(sorted_folder):
   # The order is fixed: the same on every call (and so on every host and for every seed).
   assert source.files('train') == sources.open_source(c.copy_and_resolve_references()).files(
       'train')
+
+
+def test_a_restart_reuses_the_listing_and_a_changed_folder_is_checked_again(
+    tmp_path, monkeypatch, caplog):
+  """Issue 27 part 3: the second scan reads no header and reports the same skipped files with
+  the same reasons; a class folder changed since (a file added, one rewritten with other bytes)
+  is checked again, and only it."""
+  from mutualnet_jax.data import listing
+  monkeypatch.setenv(listing.ENV, str(tmp_path / 'listings'))
+  root = tmp_path / 'folder'
+  rng = np.random.default_rng(3)
+  for c in ('a', 'b'):
+    os.makedirs(root / 'train' / c)
+    for name, (data, _) in _zoo(rng).items():
+      (root / 'train' / c / name).write_bytes(data)
+  split_dir, classes = str(root / 'train'), ('a', 'b')
+  sources.scan_split.cache_clear()
+  first = sources.scan_split(split_dir, classes, 10_000_000)
+  assert first[2] and len(os.listdir(tmp_path / 'listings')) == 1
+
+  real_check, checked = sources.check_image, []
+  def counting(path, max_pixels):
+    checked.append(path)
+    return real_check(path, max_pixels)
+  monkeypatch.setattr(sources, 'check_image', counting)
+  sources.scan_split.cache_clear()
+  with caplog.at_level(logging.WARNING):
+    again = sources.scan_split(split_dir, classes, 10_000_000)
+  assert checked == [] and again == first
+  assert f'skipping {len(first[2])} of' in '\n'.join(caplog.messages)   # the same report
+
+  good = next(p for p in first[0] if p.startswith(os.path.join(split_dir, 'b')))
+  bad = next(p for p, _ in first[2] if p.startswith(os.path.join(split_dir, 'b')))
+  with open(good, 'wb') as f:
+    f.write(b'no longer an image')
+  with open(bad, 'wb') as f:
+    f.write(_encode(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), 'PNG'))
+  (root / 'train' / 'b' / 'new.png').write_bytes(
+      _encode(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), 'PNG'))
+  sources.scan_split.cache_clear()
+  changed = sources.scan_split(split_dir, classes, 10_000_000)
+  assert checked and all(p.startswith(os.path.join(split_dir, 'b')) for p in checked)
+  assert len(checked) == len(os.listdir(root / 'train' / 'b'))
+  assert good not in changed[0] and dict(changed[2])[good] == 'not an image'
+  assert bad in changed[0] and os.path.join(split_dir, 'b', 'new.png') in changed[0]
+  # Class a came from the listing and is as it was.
+  assert [p for p in changed[0] if '/a/' in p] == [p for p in first[0] if '/a/' in p]
+
+  # A damaged listing is ignored: everything is checked again.
+  (path,) = os.listdir(tmp_path / 'listings')
+  (tmp_path / 'listings' / path).write_bytes(b'\x1f\x8b broken')
+  checked.clear()
+  sources.scan_split.cache_clear()
+  assert sources.scan_split(split_dir, classes, 10_000_000) == changed
+  assert len(checked) == len(changed[0]) + len(changed[2])

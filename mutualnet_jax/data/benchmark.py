@@ -10,6 +10,7 @@ import copy
 import os
 import tempfile
 import time
+from typing import Dict
 
 from absl import logging
 import numpy as np
@@ -114,3 +115,69 @@ def compare(num_images, batch_size, num_batches, config):
       multi_rate, plain_rate = (v for (n, u), v in best.items() if u == unit)
       print(f'cost ratio multi/plain ({unit} time per image) = {plain_rate / multi_rate:.2f}x')
     return best
+
+
+# --- Start-up of an image folder at ImageNet scale (issue 27).
+
+def make_folder(root: str, num_files: int, num_classes: int, junk_every: int = 10_000) -> Dict:
+  """``root/train/cNNNN/NNNNNNN.png``: ``num_files`` tiny PNGs over ``num_classes`` classes,
+  every ``junk_every``-th file not an image (so the skipped report has something to name).
+  Written once: a folder with its ``.complete`` marker is kept as it is."""
+  marker = os.path.join(root, '.complete')
+  if os.path.exists(marker):
+    return {'made': False}
+  import io as io_  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  blobs = []
+  for _ in range(16):
+    buf = io_.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, 'PNG')
+    blobs.append(buf.getvalue())
+  t0 = time.perf_counter()
+  for c in range(num_classes):
+    os.makedirs(os.path.join(root, 'train', f'c{c:04d}'), exist_ok=True)
+  for i in range(num_files):
+    path = os.path.join(root, 'train', f'c{i % num_classes:04d}', f'{i:07d}.png')
+    with open(path, 'wb') as f:
+      f.write(b'not an image' if i % junk_every == junk_every - 1 else blobs[i % 16])
+  with open(marker, 'w') as f:
+    f.write(str(num_files))
+  return {'made': True, 'seconds': time.perf_counter() - t0}
+
+
+def _rss_mb() -> float:
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmRSS:'):
+        return int(line.split()[1]) / 1024
+  return float('nan')
+
+
+def startup(config) -> Dict:
+  """What training does before its first step, timed: the config and data checks (which list
+  and check the image folder), the training dataset, its first batch; and the peak resident
+  memory above what the process held before (imports)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.config import loading  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.data import listing  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.data import sources  # pylint: disable=g-import-not-at-top
+  before = _rss_mb()
+  t0 = time.perf_counter()
+  loading.checked(config)
+  t1 = time.perf_counter()
+  ds = pipeline.create_train_dataset(config, process_index=0, process_count=1)
+  t2 = time.perf_counter()
+  next(iter(ds))
+  t3 = time.perf_counter()
+  root = os.path.join(config.image_folder, config.train_split.split('[')[0])
+  paths, _, skipped = sources.scan_split(root, sources.open_source(config).classes,
+                                         int(config.max_image_pixels))
+  return {'checks_and_listing_s': t1 - t0, 'dataset_s': t2 - t1, 'first_batch_s': t3 - t2,
+          'total_s': t3 - t0, 'files': len(paths), 'skipped': len(skipped),
+          'rss_before_mb': before,
+          'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          'peak_above_before_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                                  - before,
+          'listing': listing.path_for(root, sources.open_source(config).classes,
+                                      int(config.max_image_pixels))}

@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mutualnet_jax.data import listing
+
 _DIGITS_TEST = 300
 FOLDER_ORDER_SEED = 0x1F01DE4   # the fixed order of an image folder's files (FolderSource)
 
@@ -220,21 +222,54 @@ def _log_skipped(where: str, skipped, total: int) -> None:
 def scan_split(split_dir: str, classes: tuple, max_pixels: int):
   """(usable files, their labels, [(skipped file, reason)]) of one split folder, sorted.
 
-  Every file of every class folder is looked at (in parallel: reading headers is I/O bound);
-  the skipped ones are logged once per process, the first few by name and reason.
+  Every file of every class folder is looked at (in parallel: reading headers is I/O bound),
+  except in class folders unchanged since the listing kept from an earlier run
+  (:mod:`mutualnet_jax.data.listing`); the skipped ones are logged once per process, the first
+  few by name and reason, the same with or without the listing.
   """
-  candidates = []
+  listing_path = listing.path_for(split_dir, classes, max_pixels)
+  kept = listing.load(listing_path)
+  per_class, to_check, changed = [], [], []
   for label, c in enumerate(classes):
     class_dir = os.path.join(split_dir, c)
-    if tf.io.gfile.isdir(class_dir):
-      candidates += [(os.path.join(class_dir, f), label) for f in sorted(
-          tf.io.gfile.listdir(class_dir)) if not f.endswith('/')]
+    if not tf.io.gfile.isdir(class_dir):
+      continue
+    names, fingerprint = listing.class_entries(class_dir)
+    previous = kept.get(c)
+    if previous is not None and previous['fingerprint'] == fingerprint:
+      reasons = dict(previous['skipped'])
+    else:
+      reasons = None
+      to_check += [os.path.join(class_dir, n) for n in names]
+      if previous is not None:
+        changed.append(c)
+    per_class.append((c, label, class_dir, names, fingerprint, reasons))
   with concurrent.futures.ThreadPoolExecutor(32) as pool:
-    reasons = list(pool.map(lambda pl: check_image(pl[0], max_pixels), candidates))
-  usable = [pl for pl, r in zip(candidates, reasons) if r is None]
-  skipped = [(pl[0], r) for pl, r in zip(candidates, reasons) if r is not None]
-  _log_skipped(split_dir, skipped, len(candidates))
-  return [p for p, _ in usable], [l for _, l in usable], skipped
+    checked = dict(zip(to_check, pool.map(lambda p: check_image(p, max_pixels), to_check)))
+  usable, labels, skipped, state = [], [], [], {}
+  for c, label, class_dir, names, fingerprint, reasons in per_class:
+    class_skipped = []
+    for n in names:
+      path = os.path.join(class_dir, n)
+      reason = reasons.get(n) if reasons is not None else checked[path]
+      if reason is None:
+        usable.append(path)
+        labels.append(label)
+      else:
+        class_skipped.append([n, reason])
+        skipped.append((path, reason))
+    state[c] = {'fingerprint': fingerprint, 'skipped': class_skipped}
+  total = len(usable) + len(skipped)
+  if kept:
+    logging.info('Image folder %s: %d of %d files checked again (%s); the rest from the listing '
+                 'kept in %s.', split_dir, len(to_check), total,
+                 f'changed since the listing: {", ".join(changed[:5])}'
+                 f'{" ..." if len(changed) > 5 else ""}' if changed else 'new class folders'
+                 if to_check else 'nothing changed', listing_path)
+  if to_check or set(kept) != set(state):
+    listing.save(listing_path, split_dir, state)
+  _log_skipped(split_dir, skipped, total)
+  return usable, labels, skipped
 
 
 class FolderSource(Source):
