@@ -76,7 +76,7 @@ def main(argv):
     config = FLAGS.config or defaults.get_config()
     made = (benchmark.make_folder(config.image_folder, FLAGS.make_files, config.num_classes)
             if FLAGS.make_files else {})
-    print(json.dumps({**benchmark.startup(config), 'folder': made}))
+    print(json.dumps({**benchmark.startup(config, loading.checked), 'folder': made}))
   if not (FLAGS.prepare or FLAGS.benchmark or FLAGS.compare or FLAGS.startup):
     logging.info('Nothing to do: pass --benchmark, --compare or --prepare.')
 

@@ -154,17 +154,17 @@ def _rss_mb() -> float:
   return float('nan')
 
 
-def startup(config) -> Dict:
-  """What training does before its first step, timed: the config and data checks (which list
-  and check the image folder), the training dataset, its first batch; and the peak resident
-  memory above what the process held before (imports)."""
+def startup(config, check) -> Dict:
+  """What training does before its first step, timed: ``check(config)`` (the config and data
+  checks, which list and check the image folder; ``config.loading.checked``), the training
+  dataset, its first batch; and the peak resident memory above what the process held before
+  (imports)."""
   import resource  # pylint: disable=g-import-not-at-top
-  from mutualnet_jax.config import loading  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.data import listing  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.data import sources  # pylint: disable=g-import-not-at-top
   before = _rss_mb()
   t0 = time.perf_counter()
-  loading.checked(config)
+  check(config)
   t1 = time.perf_counter()
   ds = pipeline.create_train_dataset(config, process_index=0, process_count=1)
   t2 = time.perf_counter()
