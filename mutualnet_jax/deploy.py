@@ -20,6 +20,7 @@ In Python (numpy and ai-edge-litert only; JAX and TensorFlow are never imported)
 """
 
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -54,7 +55,6 @@ def define_flags(fv, argv: Sequence[str]):
 def add_to_query_table(table, directory: str) -> str:
   """The LiteRT latency of ``table`` as a column of the query table in ``directory``, and the
   table kept there so that ``--mode=eval`` keeps the column."""
-  import os  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.evaluation import query_table  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.runtime import files  # pylint: disable=g-import-not-at-top
   csv_path = os.path.join(directory, 'query_table.csv')

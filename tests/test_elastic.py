@@ -327,3 +327,27 @@ def test_the_runtime_module_runs_copied_alone(exported, tmp_path):
                         cwd=alone, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().splitlines()[-1] == '(1, 10) []'
+
+
+def test_a_configuration_of_another_graph_is_kept_as_its_skeleton(exported, tmp_path,
+                                                                  monkeypatch):
+  """The form no model here needs (every configuration has the base's graph), forced: each
+  configuration kept as its whole graph without its derivable weights runs as before, to the
+  rounding of its weights derived a second time (the base's and the shapes form's: same bits)."""
+  _, out, _, rows = exported
+  model = deploy.ElasticModel(os.path.join(out, 'elastic.tflite'))
+  names = [deploy.config_name(r['width'], r['resolution']) for r in rows]
+  tflites = {n: model.model_bytes(n) for n in names}
+  monkeypatch.setattr(elastic, '_same_but_shapes', lambda *unused: False)
+  data, report = elastic.build(tflites, rows, {'model': 'mobilenet_v1_tiny'})
+  assert {b['form'] for b in report['configs'].values()} == {'skeleton'}
+  assert all(b['derived_buffers'] > 0 for b in report['configs'].values())
+  (tmp_path / 'skeletons.tflite').write_bytes(data)
+  again = deploy.ElasticModel(str(tmp_path / 'skeletons.tflite'))
+  for n in names:
+    x = images(deploy.parse_config(n)[1])
+    got, want = again.run(x, config=n)[0], model.run(x, config=n)[0]
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 1e-5, n
+  base = report['base']
+  x = images(deploy.parse_config(base)[1])
+  np.testing.assert_array_equal(again.run(x, config=base)[0], model.run(x, config=base)[0])

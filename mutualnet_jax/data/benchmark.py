@@ -171,13 +171,12 @@ def startup(config, check) -> Dict:
   next(iter(ds))
   t3 = time.perf_counter()
   root = os.path.join(config.image_folder, config.train_split.split('[')[0])
-  paths, _, skipped = sources.scan_split(root, sources.open_source(config).classes,
-                                         int(config.max_image_pixels))
+  classes = sources.open_source(config).classes
+  paths, _, skipped = sources.scan_split(root, classes, int(config.max_image_pixels))
   return {'checks_and_listing_s': t1 - t0, 'dataset_s': t2 - t1, 'first_batch_s': t3 - t2,
           'total_s': t3 - t0, 'files': len(paths), 'skipped': len(skipped),
           'rss_before_mb': before,
           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           'peak_above_before_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                                   - before,
-          'listing': listing.path_for(root, sources.open_source(config).classes,
-                                      int(config.max_image_pixels))}
+          'listing': listing.path_for(root, classes, int(config.max_image_pixels))}

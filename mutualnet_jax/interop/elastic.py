@@ -52,10 +52,11 @@ def _ops(model) -> List[Tuple]:
   return [(code(o), tuple(o.inputs), tuple(o.outputs), repr(options(o))) for o in g.operators]
 
 
-def _same_but_shapes(m, base) -> bool:
+def _same_but_shapes(m, base, base_ops: List[Tuple]) -> bool:
   """Whether ``m`` is ``base``'s graph (operators, their options, tensors and the buffers they
-  read) with other tensor shapes and constants: then it is stored as shapes and buffers."""
-  if len(m.subgraphs) != 1 or _ops(m) != _ops(base) or len(m.buffers) != len(base.buffers):
+  read) with other tensor shapes and constants: then it is stored as shapes and buffers.
+  ``base_ops``: ``_ops(base)``, the same for every configuration compared."""
+  if len(m.subgraphs) != 1 or _ops(m) != base_ops or len(m.buffers) != len(base.buffers):
     return False
   g, gb = m.subgraphs[0], base.subgraphs[0]
   return (len(g.tensors) == len(gb.tensors)
@@ -142,13 +143,13 @@ def build(tflites: Dict[str, bytes], rows: Sequence[Dict], info: Dict) -> Tuple[
   base = unpack(tflites[base_name])
   if len(base.subgraphs) != 1:
     raise ValueError(f'{base_name}: {len(base.subgraphs)} subgraphs; one expected')
-  base_tensors = base.subgraphs[0].tensors
+  base_tensors, base_ops = base.subgraphs[0].tensors, _ops(base)
   blob, built, report = _Blob(), {}, {'base': base_name, 'configs': {}}
   for name in sorted(tflites, key=litert.parse_config):
     if name == base_name:
       continue
     m = unpack(tflites[name])
-    delta = _same_but_shapes(m, base)
+    delta = _same_but_shapes(m, base, base_ops)
     derived, kept, done, start = [], [], set(), blob.size
     for t, tensor in enumerate(m.subgraphs[0].tensors):
       data = m.buffers[tensor.buffer].data

@@ -27,15 +27,15 @@ copied alone next to the model. ``mutualnet_jax.deploy`` is its command line;
 """
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import os
 import platform
-import sys
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -123,29 +123,29 @@ def metadata(model, data: bytes) -> Dict[str, np.ndarray]:
   return out
 
 
-class _AlignedBuilder:
-  """A flatbuffers Builder whose byte vectors start on 16 bytes, as TFLite's schema asks."""
+@functools.cache
+def _aligned_builder():
+  """A flatbuffers Builder class whose byte vectors start on 16 bytes, as TFLite's schema asks
+  (defined on first use: flatbuffers comes with ai-edge-litert)."""
+  import flatbuffers  # pylint: disable=g-import-not-at-top
 
-  def __new__(cls, size):
-    import flatbuffers  # pylint: disable=g-import-not-at-top
+  class AlignedBuilder(flatbuffers.Builder):
 
-    class Builder(flatbuffers.Builder):
+    def CreateNumpyVector(self, x):  # pylint: disable=invalid-name
+      if x.dtype != np.uint8:
+        return super().CreateNumpyVector(x)
+      self.StartVector(1, x.size, _ALIGN)
+      self.head -= x.size
+      self.Bytes[self.head:self.head + x.size] = x.tobytes()
+      self.vectorNumElems = x.size
+      return self.EndVector()
 
-      def CreateNumpyVector(self, x):  # pylint: disable=invalid-name
-        if x.dtype != np.uint8:
-          return super().CreateNumpyVector(x)
-        self.StartVector(1, x.size, _ALIGN)
-        self.head -= x.size
-        self.Bytes[self.head:self.head + x.size] = x.tobytes()
-        self.vectorNumElems = x.size
-        return self.EndVector()
-
-    return Builder(size)
+  return AlignedBuilder
 
 
 def pack(model_t, size_hint: int = 1 << 20) -> bytes:
   """A TFLite model object (``ModelT``) as a file's bytes."""
-  builder = _AlignedBuilder(size_hint)
+  builder = _aligned_builder()(size_hint)
   builder.Finish(model_t.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
   return bytes(builder.Output())
 

@@ -13,7 +13,6 @@ parameters' checksums), and prints main's log to stderr.
 
 import json, os, signal, sys, time
 import numpy as np
-import common
 from absl import app
 from mutualnet_jax import main as m
 from mutualnet_jax.evaluation import calibration
