@@ -71,7 +71,8 @@ def main(argv):
 
 def _exit_preempted(e) -> None:
   """After SIGTERM: say what is kept and what a restart redoes, then exit 0 at once (a
-  compilation still running on another thread must not hold the process past its notice)."""
+  compilation still running on another thread must not hold the process past its notice);
+  several processes leave together."""
   from mutualnet_jax.runtime import preemption  # pylint: disable=g-import-not-at-top
   redo = {'training': 'training from the last checkpoint (the log above names its step)',
           'compiling kernels': 'training from the last checkpoint',
@@ -86,6 +87,13 @@ def _exit_preempted(e) -> None:
   logging.flush()
   sys.stdout.flush()
   sys.stderr.flush()
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:   # every host stopped here; process 0 holds the coordination
+    from mutualnet_jax.runtime import jax_internals  # pylint: disable=g-import-not-at-top
+    try:   # service, so it must not leave before the others are done with it
+      jax_internals.barrier('preempted_exit', 20)
+    except Exception:  # pylint: disable=broad-except
+      pass   # a host already gone: leave anyway, the notice is running out
   os._exit(0)  # pylint: disable=protected-access
 
 

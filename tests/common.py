@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -85,6 +86,23 @@ def run_program(name: str, *argv, devices: int = 1, env=None, timeout: int = 600
   if check and proc.returncode != 0:
     raise AssertionError(f'{name} failed ({proc.returncode}):\n{proc.stderr[-6000:]}')
   return proc
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def two_processes(name: str, *argv, **env_vars):
+  """Start ``tests/programs/<name>.py`` as processes 0 and 1 of one run (2 CPU devices each);
+  the started processes, their output piped as text."""
+  env = program_env(2, dict(env_vars, JAX_COORDINATOR_ADDRESS=f'localhost:{free_port()}',
+                            JAX_NUM_PROCESSES='2'))
+  return [subprocess.Popen(program_command(name, *argv), cwd=REPO,
+                           env=dict(env, JAX_PROCESS_ID=str(i)),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(2)]
 
 
 def last_json(stdout: str):

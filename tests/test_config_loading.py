@@ -96,3 +96,21 @@ def test_absl_tools_refuse_an_invalid_config_before_compiling(tmp_path, module, 
   assert proc.returncode != 0
   assert 'ConfigError' in proc.stderr and 'reversed' in proc.stderr, proc.stderr[-3000:]
   assert not (tmp_path / 'wd' / 'checkpoints').exists()
+
+
+def test_the_config_check_of_a_multi_process_run_leaves_jax_unstarted():
+  """``jax.distributed.initialize`` must come before JAX starts its backends: checking the
+  config of a 3-process run (coordinator in the environment) counts the processes without
+  starting them, and a batch not divisible by that count is refused (was: main stopped there)."""
+  code = ('from mutualnet_jax.config import checks; '
+          'from mutualnet_jax.runtime import jax_internals; import common\n'
+          'c = common.tiny_config(global_batch_size=32)\n'
+          'msg = ""\n'
+          'try:\n  checks.validate(c, None)\nexcept Exception as e:\n  msg = str(e)\n'
+          'print(jax_internals.backends_started(), "divisible by the 3 processes" in msg)')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=common.REPO, capture_output=True,
+                        text=True, env=common.program_env(1, {
+                            'JAX_COORDINATOR_ADDRESS': 'localhost:1', 'JAX_NUM_PROCESSES': '3'}),
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split()[-2:] == ['False', 'True'], proc.stdout

@@ -14,9 +14,7 @@ comparisons fail, and see a reordered sum, which changes only the rounding, pass
 """
 
 import signal
-import socket
 import time
-import subprocess
 import os
 
 import numpy as np
@@ -27,22 +25,6 @@ import reduction_breaks
 
 # Every test here trains, in one process with 4 devices or two with 2 each.
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
-def _two_processes(program, *argv, **env_vars):
-  """Start ``tests/programs/<program>.py`` as processes 0 and 1 of one run (2 CPU devices each)."""
-  env = common.program_env(2, dict(env_vars, JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
-                                   JAX_NUM_PROCESSES='2'))
-  return [subprocess.Popen(common.program_command(program, *argv), cwd=common.REPO,
-                           env=dict(env, JAX_PROCESS_ID=str(i)),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for i in range(2)]
 
 
 def _finish(procs, timeout=600):
@@ -91,7 +73,7 @@ def _assert_same_bits(out, ref):
 def multi(tmp_path_factory):
   """The same run as two processes with 2 devices each, uninterrupted."""
   workdir = tmp_path_factory.mktemp('multi')
-  outs = _finish(_two_processes('multihost_worker', workdir))
+  outs = _finish(common.two_processes('multihost_worker', workdir))
   for o in outs:
     assert o['processes'] == 2 and o['devices'] == 4 and o['step'] == 6
   _assert_same_bits(outs[1], outs[0])   # one replicated state: the same bits on every host
@@ -113,14 +95,14 @@ def test_two_processes_match_one_process_and_checkpoint_restores_in_one(multi, s
 
 def test_preemption_of_one_process_stops_both_at_the_same_step_and_resumes(tmp_path, multi):
   """SIGTERM reaches process 1 only, as it fetches batch 3: both save one agreed step and exit 0."""
-  outs = _finish(_two_processes('multihost_worker', tmp_path / 'wd', 1, 3))
+  outs = _finish(common.two_processes('multihost_worker', tmp_path / 'wd', 1, 3))
   stopped = {o['step'] for o in outs}
   assert len(stopped) == 1, outs   # the same step on both hosts
   stop = stopped.pop()
   assert 1 <= stop < 6, stop       # from the step it arrived in (batches are prefetched)
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'wd' / 'checkpoints') if d.isdigit())
   assert steps[-1] == stop, steps
-  resumed = _finish(_two_processes('multihost_worker', tmp_path / 'wd'))
+  resumed = _finish(common.two_processes('multihost_worker', tmp_path / 'wd'))
   for o in resumed:
     assert o['started'] == stop and o['step'] == 6
     _assert_same_bits(o, multi[1])   # a resume on the same layout is bit-exact
@@ -134,7 +116,7 @@ def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_re
   """Process 1 is SIGKILLed as it fetches batch 5; process 0 must exit non-zero, saying so,
   within the heartbeat timeout (plus a margin for a loaded machine), not hang."""
   wd = tmp_path / 'wd'
-  procs = _two_processes('multihost_worker', wd, 1, 5, 'SIGKILL',
+  procs = common.two_processes('multihost_worker', wd, 1, 5, 'SIGKILL',
                          HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S))
   procs[1].wait(timeout=600)
   lost_at = time.monotonic()
@@ -147,7 +129,7 @@ def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_re
   complete = sorted(int(d) for d in os.listdir(wd / 'checkpoints') if d.isdigit())
   print(f'process 0 exited {waited:.1f} s after process 1 was killed (rc {procs[0].returncode}); '
         f'complete checkpoints: {complete}')
-  resumed = _finish(_two_processes('multihost_worker', wd))
+  resumed = _finish(common.two_processes('multihost_worker', wd))
   assert complete and complete[-1] >= 2, complete
   for o in resumed:
     assert o['started'] == complete[-1] and o['step'] == 6, (o, complete)

@@ -1,10 +1,11 @@
-"""SIGTERM in every phase of ``python -m mutualnet_jax.main`` (issue 27, part 1), one process.
+"""SIGTERM in every phase of ``python -m mutualnet_jax.main`` (issue 27, part 1).
 
 Each case sends the signal inside one phase (``tests/programs/preempt_main.py``) and checks that
 main exits 0 within 30 s of it, keeps what a restart needs (a checkpoint of the last completed
 step, BN statistics written whole), writes nothing half-done (no query table), and that the
-restart finishes the run: bit-exactly, where training was interrupted. Several processes: the
-training loop's agreement on a step is tested in tests/test_multihost.py.
+restart finishes the run: bit-exactly, where training was interrupted. The last test does the
+same with two processes, the signal sent to one; tests/test_multihost.py stops two processes
+between training steps.
 """
 
 import json
@@ -87,3 +88,56 @@ def test_sigterm_during_the_grid_of_train_and_eval_then_of_eval(tmp_path):
   _main(workdir, 'eval', 'none')
   with open(os.path.join(workdir, 'query_table.csv')) as f:
     assert len(f.read().strip().splitlines()) == 1 + 4   # 2 widths x 2 resolutions
+
+
+def _two_mains(workdir, mode, phase):
+  """Main as two processes of one run, the signal sent to process 1 only (a preempted host of a
+  pod): (seconds from the signal to the exit of both or None, the two logs)."""
+  procs = common.two_processes('preempt_main', workdir, mode, phase, PREEMPT_PROCESS='1')
+  logs = [p.communicate(timeout=600)[1] for p in procs]
+  end = time.time()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-4000:]
+  signal_file = f'{workdir}.signal'
+  after = end - float(open(signal_file).read()) if os.path.exists(signal_file) else None
+  if os.path.exists(signal_file):
+    os.remove(signal_file)
+  return after, logs
+
+
+@pytest.mark.multiprocess
+def test_several_processes_stop_together_in_every_phase_and_resume(tmp_path):
+  """Two processes, SIGTERM to process 1 only: while a kernel compiles (120 s more), during
+  evaluation while training, and during the grid of train_and_eval. Both exit 0 within the
+  notice, stopped at the same place (one checkpoint, written by both); restarts finish the run,
+  bit-exactly where training was interrupted."""
+  timings = {}
+  reference = str(tmp_path / 'compile')
+  timings['compile'], logs = _two_mains(reference, 'train', 'compile')
+  for log in logs:
+    assert 'no step completed, nothing to save' in log, log[-3000:]
+    assert 'every process stops at kernels_ready_0' in log, log[-3000:]
+  assert not os.listdir(os.path.join(reference, 'checkpoints'))
+  _two_mains(reference, 'train', 'none')   # the whole run, uninterrupted from step 0
+  assert _result(reference)['step'] == 6
+
+  workdir = str(tmp_path / 'evaluation')
+  timings['evaluation'], logs = _two_mains(workdir, 'train', 'evaluation')
+  for log in logs:
+    assert 'checkpoint of step 2 saved' in log, log[-3000:]
+    assert 'SIGTERM during evaluation during training' in log, log[-3000:]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2']
+  _, logs = _two_mains(workdir, 'train', 'none')
+  assert all('Resumed from step 2' in log for log in logs)
+  assert _result(workdir) == _result(reference)
+
+  workdir = str(tmp_path / 'grid')
+  timings['grid'], logs = _two_mains(workdir, 'train_and_eval', 'grid')
+  assert all('SIGTERM during BN calibration and evaluation of the grid' in log for log in logs)
+  assert '6' in os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert not os.path.exists(os.path.join(workdir, 'query_table.csv'))
+  _two_mains(workdir, 'eval', 'none')
+  with open(os.path.join(workdir, 'query_table.csv')) as f:
+    assert len(f.read().strip().splitlines()) == 1 + 4
+  print('seconds from the signal to the exit of both processes:', timings)
+  assert all(t < NOTICE_S for t in timings.values()), timings

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mutualnet_jax.data import listing
+from mutualnet_jax.runtime import parallel
 
 _DIGITS_TEST = 300
 FOLDER_ORDER_SEED = 0x1F01DE4   # the fixed order of an image folder's files (FolderSource)
@@ -397,10 +398,10 @@ def validate_data_config(config) -> list[str]:
     problems.append(f'config.resolutions[0] must be the highest, got {res}.')
   elif len(set(res)) != len(res):
     problems.append(f'config.resolutions has duplicates: {res}.')
-  import jax  # pylint: disable=g-import-not-at-top
-  if config.global_batch_size % jax.process_count():
+  processes = parallel.process_count(config)   # JAX's backends may not start yet
+  if config.global_batch_size % processes:
     problems.append(f'global_batch_size {config.global_batch_size} is not divisible by the '
-                    f'{jax.process_count()} processes.')
+                    f'{processes} processes.')
   if not 0 < config.eval_resize_ratio <= 1:
     problems.append(f'eval_resize_ratio must be in (0, 1], got {config.eval_resize_ratio}.')
   try:

@@ -141,8 +141,7 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
   ``widths`` / ``resolutions`` override the grid (default: ``grids.eval_grid(config)``).
   """
   parallel.start(config)
-  if jax.process_count() == 1:   # several: JAX's preemption service owns SIGTERM
-    preemption.install()
+  preemption.start()
   with preemption.phase('BN calibration and evaluation of the grid'):
     return _evaluate_grid(config, workdir, widths, resolutions)
 
@@ -151,7 +150,9 @@ def _evaluate_grid(config, workdir, widths, resolutions):
   from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
   model, params, meta, step = restore(config, workdir)
-  params = jax.device_put(params, NamedSharding(mesh, P()))
+  # From the host: restored on one local device, the parameters cannot be sent to the devices
+  # of other processes (cross-host transfers), but every process holds the same values.
+  params = jax.device_put(jax.device_get(params), NamedSharding(mesh, P()))
   grid_widths, grid_resolutions = grids.eval_grid(config)
   widths = tuple(widths or grid_widths)
   resolutions = tuple(int(r) for r in (resolutions or grid_resolutions))

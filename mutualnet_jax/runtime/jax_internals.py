@@ -2,11 +2,18 @@
 
 JAX has no public API for these (as of 0.10): whether the backends were already created (CPU
 dispatch mode can only be chosen before), the coordination service's client (barriers and the
-key-value store, without a device collective), and whether its preemption service runs. If a JAX
-release moves them, the package keeps working (at the cost the docstrings name) or says why not.
+key-value store, without a device collective), whether its preemption service runs, and whether
+that service has posted a notice. If a JAX release moves them, the package keeps working (at the
+cost the docstrings name) or says why not.
 """
 
+import datetime
+import re
 from typing import Optional
+
+# The key under which the preemption service (XLA's TSL PreemptionSyncManager) posts the notice
+# of the process that received SIGTERM, for every process to see; its value is the death time.
+_PREEMPTION_NOTICE_KEY = 'RECEIVED_PREEMPTION_NOTICE'
 
 
 def backends_started() -> Optional[bool]:
@@ -36,6 +43,27 @@ def preemption_sync_available() -> bool:
     return False
 
 
+def preemption_notice() -> Optional[float]:
+  """The time (seconds since the epoch) of a preemption notice any process has received; None
+  if there is none, or this JAX keeps it elsewhere (then a kernel compiling when the notice
+  arrives is waited for: the stop comes at the next agreed safe point)."""
+  client = coordination_client()
+  if client is None:
+    return None
+  try:
+    value = client.key_value_try_get(_PREEMPTION_NOTICE_KEY)
+  except Exception:  # pylint: disable=broad-except
+    return None   # not posted (NOT_FOUND), or the service is gone
+  # RFC 3339 with up to nanoseconds ('2026-12-05T05:30:00.123456789+00:00'); Python reads
+  # microseconds. A value it cannot read still says that a notice was posted.
+  text = re.sub(r'(\.\d{6})\d+', r'\1', str(value)).replace('Z', '+00:00')
+  try:
+    return datetime.datetime.fromisoformat(text).timestamp()
+  except ValueError:
+    import time  # pylint: disable=g-import-not-at-top
+    return time.time()
+
+
 def barrier(name: str, timeout_s: int) -> None:
   """Wait until every process reaches ``name``, through the coordination service.
 
@@ -48,3 +76,21 @@ def barrier(name: str, timeout_s: int) -> None:
     return
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   multihost_utils.sync_global_devices(name)
+
+
+def any_process(name: str, vote: bool, timeout_s: int) -> bool:
+  """Whether any process voted True at ``name`` (every process must call it, once per name):
+  each posts its vote, waits until all have, and reads them all, so all get the same answer.
+
+  Fallback: a device collective (``process_allgather``), with gloo's limits (``barrier``).
+  """
+  client = coordination_client()
+  if client is not None:
+    prefix = f'mutualnet_vote/{name}/'
+    import jax  # pylint: disable=g-import-not-at-top
+    client.key_value_set(f'{prefix}{jax.process_index()}', '1' if vote else '0')
+    client.wait_at_barrier(f'mutualnet_vote_{name}', timeout_in_ms=timeout_s * 1000)
+    return any(v == '1' for _, v in client.key_value_dir_get(prefix))
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.asarray([vote]))))

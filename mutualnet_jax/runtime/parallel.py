@@ -58,6 +58,18 @@ def initialize_distributed(config) -> None:
                jax.default_backend())
 
 
+def process_count(config) -> int:
+  """How many processes the run has, without starting JAX's backends before
+  ``jax.distributed.initialize`` (:func:`start`), which must come first: the config's or the
+  environment's coordinator settings, or the TPU slice's host list, until then."""
+  if jax.distributed.is_initialized() or jax_internals.backends_started():
+    return jax.process_count()
+  if config.get('coordinator_address', '') or os.environ.get('JAX_COORDINATOR_ADDRESS', ''):
+    return max(1, int(config.get('num_processes', 0) or os.environ.get('JAX_NUM_PROCESSES', 0)))
+  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  return max(1, len(hosts.split(','))) if hosts else 1
+
+
 def create_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh named ``data`` over every device of every host."""
   # Auto axes: the same jitted inference function then also runs on a single device (latency).

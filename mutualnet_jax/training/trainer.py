@@ -26,7 +26,6 @@ from mutualnet_jax import compat
 from mutualnet_jax.training import checkpointing
 from mutualnet_jax.config import checks
 from mutualnet_jax.data import pipeline
-from mutualnet_jax.runtime import jax_internals
 from mutualnet_jax.runtime import parallel
 from mutualnet_jax.runtime import preemption
 from mutualnet_jax.runtime import workdir_lock
@@ -104,18 +103,14 @@ class _ProfileWindow:
 class _Preemption:
   """SIGTERM (TPU preemption or ``launch/tpu.py stop``) asks the loop to save and exit.
 
-  One process: ``runtime.preemption`` catches the signal for the whole run (compiling, training,
-  evaluating). On several processes the signal may reach one host only; JAX's preemption
-  service (started by ``jax.distributed.initialize``, which catches SIGTERM itself) tells the
-  others, and all agree on one step (the highest any has reached, plus one), so every host saves
-  the same step; then the notice is passed on to ``runtime.preemption`` too, so what follows
-  training (``main``'s evaluation) does not start.
+  ``runtime.preemption`` hears the signal for the whole run (compiling, training, evaluating);
+  on several processes, where it may reach one host only, every process stops after the same
+  step (the module's docstring says how they agree), so every host saves the same step, and
+  what follows training (``main``'s evaluation) does not start.
   """
 
   def __init__(self):
-    self._agreed = jax.process_count() > 1 and jax_internals.preemption_sync_available()
-    if not self._agreed:
-      preemption.install()
+    preemption.start()
 
   @property
   def requested(self) -> bool:
@@ -123,12 +118,12 @@ class _Preemption:
 
   def after_step(self, step: int) -> bool:
     """Whether to save and stop after ``step``; every process must call it at every step."""
-    if self._agreed and not self.requested:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      if multihost_utils.reached_preemption_sync_point(step):
-        logging.warning('Preemption: all %d processes stop after step %d.', jax.process_count(),
-                        step)
-        preemption.request()
+    try:
+      preemption.check()   # a safe point: the same on every process
+    except preemption.Preempted:
+      if preemption.agreed():
+        logging.warning('Preemption: all %d processes stop after step %d.',
+                        jax.process_count(), step)
     return self.requested
 
 
@@ -220,11 +215,13 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(batches)
         subnets = mutualnet.draw_subnets(config, step)
-        # A new kernel was compiled: let the slower hosts catch up.
         with preemption.phase('compiling kernels'):
-          first_use = kernels.compile_step(subnets)   # Preempted: stop before this step
-        if first_use:
-          parallel.wait_for_all_processes(f'kernels_ready_{step}')
+          try:   # one process: Preempted stops before this step
+            first_use, noticed = kernels.compile_step(subnets), False
+          except preemption.NoticeWhileWaiting:   # several: all stop, or none (below)
+            first_use, noticed = True, True
+          if first_use:   # a new kernel: the slower hosts catch up; every host arrives here
+            preemption.barrier(f'kernels_ready_{step}', noticed=noticed)
         state, metrics = run(state, batch, subnets)
       completed = step + 1
       report(step + 1)

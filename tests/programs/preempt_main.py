@@ -7,8 +7,10 @@ argv: WORKDIR MODE PHASE, PHASE one of
   evaluation    as evaluation during training calibrates (at step 2; checkpoints every 3 steps)
   grid          as the grid evaluation calibrates its second configuration (no evaluation
                 during training in this case)
+Several processes (JAX_PROCESS_ID set): only process PREEMPT_PROCESS (default 0) is sent the
+signal, as a preempted host of a pod would be.
 Writes WORKDIR.signal (the time the signal was sent) and WORKDIR.result.json (the final
-parameters' checksums), and prints main's log to stderr.
+parameters' checksums; process 0), and prints main's log to stderr.
 """
 
 import json, os, signal, sys, time
@@ -19,7 +21,9 @@ from mutualnet_jax.evaluation import calibration
 from mutualnet_jax.training import step_kernels, trainer
 
 workdir, mode, phase = sys.argv[1:4]
-config_file = workdir + '.config.py'
+process = os.environ.get('JAX_PROCESS_ID', '0')
+signalled = process == os.environ.get('PREEMPT_PROCESS', '0')
+config_file = f'{workdir}.config{process}.py'
 with open(config_file, 'w') as f:
   f.write('import common\n'
           'def get_config():\n'
@@ -30,7 +34,7 @@ sent = []
 
 
 def notice():
-  if not sent:
+  if signalled and not sent:
     sent.append(time.time())
     with open(workdir + '.signal', 'w') as f:
       f.write(repr(sent[0]))
@@ -58,6 +62,8 @@ def train(*args, **kwargs):
   state = real_train(*args, **kwargs)
   leaves = [np.asarray(l) for l in __import__('jax').tree.leaves(
       __import__('jax').device_get(state.params))]
+  if process != '0':
+    return state
   with open(workdir + '.result.json', 'w') as f:
     json.dump({'step': int(state.step), 'checksum': [float(np.sum(np.abs(l))) for l in leaves]},
               f)
