@@ -210,11 +210,12 @@ def test_a_restart_reuses_the_listing_and_a_changed_folder_is_checked_again(
   first = sources.scan_split(split_dir, classes, 10_000_000)
   assert first[2] and len(os.listdir(tmp_path / 'listings')) == 1
 
-  real_check, checked = sources.check_image, []
+  from mutualnet_jax.data import headers
+  real_check, checked = headers.check_image, []
   def counting(path, max_pixels):
     checked.append(path)
     return real_check(path, max_pixels)
-  monkeypatch.setattr(sources, 'check_image', counting)
+  monkeypatch.setattr(headers, 'check_image', counting)
   sources.scan_split.cache_clear()
   with caplog.at_level(logging.WARNING):
     again = sources.scan_split(split_dir, classes, 10_000_000)
@@ -245,3 +246,51 @@ def test_a_restart_reuses_the_listing_and_a_changed_folder_is_checked_again(
   sources.scan_split.cache_clear()
   assert sources.scan_split(split_dir, classes, 10_000_000) == changed
   assert len(checked) == len(changed[0]) + len(changed[2])
+
+
+@pytest.fixture(scope='module')
+def zoo_folder(tmp_path_factory):
+  """train/c0..c4: the zoo in each class folder."""
+  root = tmp_path_factory.mktemp('zoo_folder')
+  rng = np.random.default_rng(5)
+  for c in range(5):
+    os.makedirs(root / 'train' / f'c{c}')
+    for name, (data, _) in _zoo(rng).items():
+      (root / 'train' / f'c{c}' / name).write_bytes(data)
+  return root
+
+
+def _scan(root, listings, **env):
+  import common   # pylint: disable=g-import-not-at-top
+  return common.last_json(common.run_program('folder_share', root, listings, env=env).stdout)
+
+
+def test_worker_processes_give_the_same_answer_as_one_process(zoo_folder, tmp_path):
+  """Large local folders are listed and checked by worker processes (headers.in_processes):
+  the same files, labels, skipped files and reasons as checking here."""
+  here = _scan(zoo_folder, tmp_path / 'here')
+  assert here['skipped'] and len(here['checked']) == len(here['usable']) + len(here['skipped'])
+  workers = _scan(zoo_folder, tmp_path / 'workers', MUTUALNET_TEST_WORKERS='1')
+  assert workers['checked'] == []   # read by the workers, not by this process
+  for k in ('usable', 'labels', 'skipped'):
+    assert workers[k] == here[k], k
+
+
+@pytest.mark.multiprocess
+def test_each_host_of_a_pod_checks_only_its_share(zoo_folder, tmp_path):
+  """Two started processes: each reads the headers of its share of the class folders only
+  (together every file once), and both get the one-process answer, skipped report included."""
+  import common   # pylint: disable=g-import-not-at-top
+  here = _scan(zoo_folder, tmp_path / 'here')
+  procs = common.two_processes('folder_share', zoo_folder, tmp_path / 'pod')
+  outs = []
+  for p in procs:
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    outs.append(common.last_json(out))
+  shares = [set(o['checked']) for o in outs]
+  assert shares[0] and shares[1] and not shares[0] & shares[1]
+  assert sorted(shares[0] | shares[1]) == sorted(here['checked'])
+  for o in outs:
+    for k in ('usable', 'labels', 'skipped'):
+      assert o[k] == here[k], k

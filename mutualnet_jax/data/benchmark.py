@@ -12,7 +12,6 @@ import tempfile
 import time
 from typing import Dict
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -158,7 +157,7 @@ def startup(config, check) -> Dict:
   """What training does before its first step, timed: ``check(config)`` (the config and data
   checks, which list and check the image folder; ``config.loading.checked``), the training
   dataset, its first batch; and the peak resident memory above what the process held before
-  (imports)."""
+  (imports), and that of the largest worker process."""
   import resource  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.data import listing  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -179,4 +178,6 @@ def startup(config, check) -> Dict:
           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           'peak_above_before_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                                   - before,
+          # the largest worker process that listed or checked the folder (0: none ran)
+          'peak_worker_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
           'listing': listing.path_for(root, classes, int(config.max_image_pixels))}

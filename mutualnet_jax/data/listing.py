@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
+from mutualnet_jax.data import headers
 from mutualnet_jax.runtime import files
 
 ENV = 'MUTUALNET_LISTING_CACHE'
@@ -45,17 +46,7 @@ def class_entries(class_dir: str) -> Tuple[List[str], str]:
     for n in names:
       digest.update(n.encode() + b'\n')
     return names, digest.hexdigest()
-  with os.scandir(class_dir) as it:
-    entries = sorted(it, key=lambda e: e.name)
-  names = []
-  for e in entries:
-    try:
-      st = e.stat()
-      digest.update(f'{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
-    except OSError:   # a dangling link: named, and skipped when checked
-      digest.update(f'{e.name}\0?\n'.encode())
-    names.append(e.name)
-  return names, digest.hexdigest()
+  return headers.list_local(class_dir)
 
 
 def path_for(split_dir: str, classes: tuple, max_pixels: int) -> Optional[str]:

@@ -8,9 +8,12 @@ later, so that skipping (resume) and shuffling touch only the encoded bytes.
 import collections
 import concurrent.futures
 import functools
+import gzip
 import io
+import json
 import os
 import types
+from typing import List, Tuple
 
 from absl import logging
 
@@ -18,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mutualnet_jax.data import headers
 from mutualnet_jax.data import listing
 from mutualnet_jax.runtime import parallel
 
@@ -118,8 +122,6 @@ class TfdsSource(Source):
     return ds, sizes
 
 
-# What the pipeline decodes (tf.io.decode_image / decode_and_crop_jpeg), as PIL names formats.
-DECODABLE_FORMATS = ('JPEG', 'PNG', 'GIF', 'BMP', 'WEBP')
 _SHOW_SKIPPED = 5     # skipped files named in full in the log; the rest counted by reason
 
 
@@ -140,9 +142,11 @@ def _class_union(root: str) -> tuple:
   return tuple(sorted({c for s in splits for c in _classes(os.path.join(root, s))}))
 
 
-def folder_problems(root: str, splits, max_pixels: int = 89_478_485) -> list[str]:
+def folder_problems(root: str, splits, max_pixels: int = 89_478_485, *,
+                    files: bool = True) -> list[str]:
   """Problems of a root/split/class/image tree, all at once: missing root, split or class
-  folders, bad split specs, and splits or class folders where no file is a usable image."""
+  folders, bad split specs, and (``files``) splits or class folders where no file is a usable
+  image."""
   if not root:
     return ['config.image_folder is empty but config.dataset="image_folder".']
   if not tf.io.gfile.isdir(root):
@@ -162,6 +166,8 @@ def folder_problems(root: str, splits, max_pixels: int = 89_478_485) -> list[str
       if not _classes(split_dir):
         problems.append(f'Image folder split {split_dir!r} has no class folders (no images).')
         continue
+      if not files:
+        continue
       classes = classes or _class_union(root)
       _, labels, skipped = scan_split(split_dir, classes, int(max_pixels))
       if not labels:
@@ -173,38 +179,6 @@ def folder_problems(root: str, splits, max_pixels: int = 89_478_485) -> list[str
           problems.append(f'Class folder {os.path.join(split_dir, classes[i])!r} has no '
                           'usable image.')
   return problems
-
-
-def check_image(path: str, max_pixels: int):
-  """None if the pipeline can decode the file at ``path`` as an image, else why not.
-
-  Reads the header only (PIL): empty files, non-images, formats TensorFlow cannot decode and
-  images above ``max_pixels`` are caught before training; a file whose header is fine but whose
-  data is truncated is still skipped (and counted) when decoded.
-  """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  import warnings  # pylint: disable=g-import-not-at-top
-  try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      head = f.read(1 << 20)
-  except (OSError, tf.errors.OpError) as e:
-    return f'unreadable ({type(e).__name__})'
-  if not head:
-    return 'empty file'
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-      with Image.open(io.BytesIO(head)) as image:
-        fmt, (w, h) = image.format, image.size
-  except Image.DecompressionBombError as e:   # PIL's own limit, twice max_image_pixels' default
-    return f'too large ({e})'
-  except Exception:  # pylint: disable=broad-except
-    return 'not an image'
-  if fmt not in DECODABLE_FORMATS:
-    return f'unsupported format {fmt}'
-  if w * h > max_pixels:
-    return f'too large ({w}x{h} pixels, max_image_pixels={max_pixels})'
-  return None
 
 
 def _log_skipped(where: str, skipped, total: int) -> None:
@@ -219,55 +193,124 @@ def _log_skipped(where: str, skipped, total: int) -> None:
                   len(skipped), total, '\n  '.join(lines))
 
 
+# Files above which a local folder is checked by worker processes (one per core): below it,
+# starting them costs more than they save.
+PROCESS_POOL_FILES = 20_000
+LIST_IN_PROCESSES = 200   # class folders above which they are listed by worker processes
+_exchanges = [0]   # scans shared between processes so far (each names its exchange)
+
+
+def _check_classes(tasks, max_pixels: int) -> List[List[Tuple[str, str]]]:
+  """For each (class folder, file names) of ``tasks``, the files to skip with their reasons.
+
+  A class folder is one task: remote folders on 32 threads (each header is a round trip),
+  large local ones on a worker process per core (the check is CPU-bound: PIL, in Python), small
+  ones here.
+  """
+  n_files = sum(len(names) for _, names in tasks)
+  check = functools.partial(headers.check_class, max_pixels=max_pixels)
+  if any('://' in d for d, _ in tasks):
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+      return list(pool.map(lambda t: check(*t), tasks))
+  workers = min(os.cpu_count() or 1, 16, len(tasks))
+  if n_files < PROCESS_POOL_FILES or workers < 2:
+    return [check(d, names) for d, names in tasks]
+  checked = headers.in_processes('check', tasks, workers, max_pixels)
+  return [[tuple(x) for x in skipped] for skipped in checked]
+
+
+def _list_classes(class_dirs) -> list:
+  """(names, fingerprint) of each class folder: on a worker process per core where there are
+  many local ones (a ``stat`` per file, 1.28 million at ImageNet's size)."""
+  workers = min(os.cpu_count() or 1, 16)
+  if len(class_dirs) < LIST_IN_PROCESSES or workers < 2 or any('://' in d for d in class_dirs):
+    return [listing.class_entries(d) for d in class_dirs]
+  return [tuple(x) for x in headers.in_processes('list', class_dirs, workers)]
+
+
+def _checked_by_share(tasks, fingerprints, max_pixels: int):
+  """``_check_classes`` of every task, each process of a started pod checking its share
+  (every process-count-th class folder) and sending the answers to the others; a class folder
+  whose fingerprint differs on another host is checked here too."""
+  processes = parallel.started_processes()
+  if processes == 1 or len(tasks) < 2:
+    return _check_classes(tasks, max_pixels)
+  import jax  # pylint: disable=g-import-not-at-top
+  index = jax.process_index()
+  mine = list(range(index, len(tasks), processes))
+  answers = _check_classes([tasks[i] for i in mine], max_pixels)
+  _exchanges[0] += 1
+  shared = parallel.exchange(f'image_folder_{_exchanges[0]}', gzip.compress(json.dumps(
+      [[i, fingerprints[i], answers[k]] for k, i in enumerate(mine)]).encode()))
+  if shared is None:   # no key-value store in this JAX: every host checks everything
+    logging.warning('Image folder: this JAX offers no key-value store; every host checks '
+                    'every file.')
+    return _check_classes(tasks, max_pixels)
+  result, differ = [None] * len(tasks), []
+  for blob in shared:
+    for i, fingerprint, skipped in json.loads(gzip.decompress(blob)):
+      if fingerprint == fingerprints[i]:
+        result[i] = [tuple(x) for x in skipped]
+      else:
+        differ.append(i)
+  if differ:
+    logging.warning('Image folder: %d class folder(s) differ from another host\'s (%s); '
+                    'checked here.', len(differ), tasks[differ[0]][0])
+    for i, skipped in zip(differ, _check_classes([tasks[i] for i in differ], max_pixels)):
+      result[i] = skipped
+  return result
+
+
 @functools.lru_cache(maxsize=16)
 def scan_split(split_dir: str, classes: tuple, max_pixels: int):
   """(usable files, their labels, [(skipped file, reason)]) of one split folder, sorted.
 
-  Every file of every class folder is looked at (in parallel: reading headers is I/O bound),
-  except in class folders unchanged since the listing kept from an earlier run
-  (:mod:`mutualnet_jax.data.listing`); the skipped ones are logged once per process, the first
-  few by name and reason, the same with or without the listing.
+  Every file of every class folder is looked at (:mod:`headers`), except in class folders
+  unchanged since the listing kept from an earlier run (:mod:`listing`); on a started pod each
+  host checks only its share of the class folders and receives the others' answers. The
+  skipped files are logged once per process, the first few by name and reason, the same with
+  or without the listing, on one host or several.
   """
   listing_path = listing.path_for(split_dir, classes, max_pixels)
   kept = listing.load(listing_path)
-  per_class, to_check, changed = [], [], []
-  for label, c in enumerate(classes):
-    class_dir = os.path.join(split_dir, c)
-    if not tf.io.gfile.isdir(class_dir):
-      continue
-    names, fingerprint = listing.class_entries(class_dir)
+  present = [(label, c, os.path.join(split_dir, c)) for label, c in enumerate(classes)
+             if tf.io.gfile.isdir(os.path.join(split_dir, c))]
+  entries = _list_classes([d for _, _, d in present])
+  per_class, tasks, fingerprints, changed = [], [], [], []
+  for (label, c, class_dir), (names, fingerprint) in zip(present, entries):
     previous = kept.get(c)
     if previous is not None and previous['fingerprint'] == fingerprint:
       reasons = dict(previous['skipped'])
     else:
-      reasons = None
-      to_check += [os.path.join(class_dir, n) for n in names]
+      reasons = len(tasks)   # the index of its task
+      tasks.append((class_dir, names))
+      fingerprints.append(fingerprint)
       if previous is not None:
         changed.append(c)
     per_class.append((c, label, class_dir, names, fingerprint, reasons))
-  with concurrent.futures.ThreadPoolExecutor(32) as pool:
-    checked = dict(zip(to_check, pool.map(lambda p: check_image(p, max_pixels), to_check)))
+  checked = _checked_by_share(tasks, fingerprints, max_pixels)
   usable, labels, skipped, state = [], [], [], {}
   for c, label, class_dir, names, fingerprint, reasons in per_class:
-    class_skipped = []
-    for n in names:
-      path = os.path.join(class_dir, n)
-      reason = reasons.get(n) if reasons is not None else checked[path]
-      if reason is None:
-        usable.append(path)
-        labels.append(label)
-      else:
-        class_skipped.append([n, reason])
-        skipped.append((path, reason))
+    if isinstance(reasons, int):
+      reasons = dict(checked[reasons])
+    prefix, class_skipped = os.path.join(class_dir, ''), []
+    kept_names = [n for n in names if n not in reasons] if reasons else names
+    usable += [prefix + n for n in kept_names]
+    labels += [label] * len(kept_names)
+    for n in names if reasons else ():
+      if n in reasons:
+        class_skipped.append([n, reasons[n]])
+        skipped.append((prefix + n, reasons[n]))
     state[c] = {'fingerprint': fingerprint, 'skipped': class_skipped}
   total = len(usable) + len(skipped)
+  n_checked = sum(len(names) for _, names in tasks)
   if kept:
     logging.info('Image folder %s: %d of %d files checked again (%s); the rest from the listing '
-                 'kept in %s.', split_dir, len(to_check), total,
+                 'kept in %s.', split_dir, n_checked, total,
                  f'changed since the listing: {", ".join(changed[:5])}'
                  f'{" ..." if len(changed) > 5 else ""}' if changed else 'new class folders'
-                 if to_check else 'nothing changed', listing_path)
-  if to_check or set(kept) != set(state):
+                 if tasks else 'nothing changed', listing_path)
+  if tasks or set(kept) != set(state):
     listing.save(listing_path, split_dir, state)
   _log_skipped(split_dir, skipped, total)
   return usable, labels, skipped
@@ -404,6 +447,11 @@ def validate_data_config(config) -> list[str]:
                     f'{processes} processes.')
   if not 0 < config.eval_resize_ratio <= 1:
     problems.append(f'eval_resize_ratio must be in (0, 1], got {config.eval_resize_ratio}.')
+  if config.dataset == 'image_folder' and processes > parallel.started_processes():
+    # Before jax.distributed starts (main's first check): the folders only. The files are
+    # checked once the processes run (the trainer checks again), each host its share.
+    return problems + folder_problems(config.image_folder, (config.train_split,
+                                                            config.eval_split), files=False)
   try:
     source = open_source(config)
   except DataConfigError as e:

@@ -94,3 +94,16 @@ def any_process(name: str, vote: bool, timeout_s: int) -> bool:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.any(multihost_utils.process_allgather(np.asarray([vote]))))
+
+
+def exchange(name: str, value: bytes, timeout_s: int) -> Optional[list]:
+  """Every process's ``value`` at ``name`` (each process calls it once per name), in process
+  order, through the coordination service's key-value store; None where this JAX hides it."""
+  client = coordination_client()
+  if client is None:
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  prefix = f'mutualnet_exchange/{name}/'
+  client.key_value_set_bytes(f'{prefix}{jax.process_index():06d}', value)
+  client.wait_at_barrier(f'mutualnet_exchange_{name}', timeout_in_ms=timeout_s * 1000)
+  return [v for _, v in sorted(client.key_value_dir_get_bytes(prefix))]

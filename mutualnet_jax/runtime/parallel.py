@@ -1,6 +1,7 @@
 """Processes and devices: multi-host start-up, the 1-D ``data`` mesh, the compilation cache."""
 
 import os
+from typing import Optional
 
 import jax
 from absl import logging
@@ -68,6 +69,20 @@ def process_count(config) -> int:
     return max(1, int(config.get('num_processes', 0) or os.environ.get('JAX_NUM_PROCESSES', 0)))
   hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
   return max(1, len(hosts.split(','))) if hosts else 1
+
+
+def started_processes() -> int:
+  """The process count once ``jax.distributed`` has started; 1 before (or without) it, so that
+  asking never starts JAX's backends."""
+  return jax.process_count() if jax.distributed.is_initialized() else 1
+
+
+def exchange(name: str, value: bytes, timeout_s: int = 3600) -> Optional[list]:
+  """Every process's ``value`` (bytes, a few MB at most), in process order; each process calls
+  it once per ``name``, in the same order. None when this JAX offers no key-value store."""
+  if started_processes() == 1:
+    return [value]
+  return jax_internals.exchange(name, value, timeout_s)
 
 
 def create_mesh() -> jax.sharding.Mesh:
