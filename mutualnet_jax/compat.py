@@ -93,6 +93,7 @@ NAMES: Dict[str, str] = {
     'training.trainer.train_and_evaluate': 'training.trainer.train',
     'training.step_kernels.StepKernels.ready': 'training.step_kernels.StepKernels.compile_step',
     'training.mutualnet.MODES': 'training.mutualnet.METHODS',
+    'data.sources.check_image': 'data.headers.check_image',
 }
 
 

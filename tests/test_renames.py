@@ -71,8 +71,10 @@ def test_a_renamed_function_forwards_and_warns():
 def test_every_renamed_name_is_wired_to_its_new_name():
   assert set(compat.NAMES) == {'training.trainer.train_and_evaluate',
                                'training.step_kernels.StepKernels.ready',
-                               'training.mutualnet.MODES'}
+                               'training.mutualnet.MODES', 'data.sources.check_image'}
   assert trainer.train_and_evaluate.__wrapped__ is trainer.train
+  from mutualnet_jax.data import headers, sources  # pylint: disable=g-import-not-at-top
+  assert sources.check_image.__wrapped__ is headers.check_image
   assert step_kernels.StepKernels.ready.__wrapped__ is step_kernels.StepKernels.compile_step
   with pytest.warns(DeprecationWarning, match='METHODS'):
     assert mutualnet.MODES is mutualnet.METHODS

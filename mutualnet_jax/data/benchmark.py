@@ -159,6 +159,7 @@ def startup(config, check) -> Dict:
   dataset, its first batch; and the peak resident memory above what the process held before
   (imports), and that of the largest worker process."""
   import resource  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.data import headers  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.data import listing  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.data import sources  # pylint: disable=g-import-not-at-top
   before = _rss_mb()
@@ -179,5 +180,5 @@ def startup(config, check) -> Dict:
           'peak_above_before_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                                   - before,
           # the largest worker process that listed or checked the folder (0: none ran)
-          'peak_worker_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+          'peak_worker_rss_mb': headers.worker_peak_mb[0],
           'listing': listing.path_for(root, classes, int(config.max_image_pixels))}

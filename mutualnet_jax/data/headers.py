@@ -135,14 +135,34 @@ def in_processes(job: str, items: Sequence, workers: int, max_pixels: int = 0) -
                        f'{[p.returncode for p in procs]}); see its message above.')
   result = [None] * len(items)
   for w, out in enumerate(answers):
-    for k, answer in enumerate(json.loads(out)):
+    out = json.loads(out)
+    worker_peak_mb[0] = max(worker_peak_mb[0], out['peak_rss_mb'])
+    for k, answer in enumerate(out['answers']):
       result[w + k * workers] = answer
   return result
 
 
+# The largest peak resident memory of a worker so far (MB; the data benchmark reports it).
+worker_peak_mb = [0.0]
+
+
+def _peak_rss_mb() -> float:
+  """This process's peak resident memory since it started its program (VmHWM: unlike
+  ``getrusage``, not the forked parent's pages from before ``exec``)."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return 0.0
+
+
 def _worker() -> None:
   job, max_pixels, items = json.load(sys.stdin.buffer)
-  json.dump([_job(job, item, max_pixels) for item in items], sys.stdout)
+  answers = [_job(job, item, max_pixels) for item in items]
+  json.dump({'answers': answers, 'peak_rss_mb': _peak_rss_mb()}, sys.stdout)
 
 
 if __name__ == '__main__':

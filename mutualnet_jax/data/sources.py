@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mutualnet_jax import compat
 from mutualnet_jax.data import headers
 from mutualnet_jax.data import listing
 from mutualnet_jax.runtime import parallel
@@ -179,6 +180,10 @@ def folder_problems(root: str, splits, max_pixels: int = 89_478_485, *,
           problems.append(f'Class folder {os.path.join(split_dir, classes[i])!r} has no '
                           'usable image.')
   return problems
+
+
+check_image = compat.renamed('data.sources.check_image', headers.check_image)
+DECODABLE_FORMATS = headers.DECODABLE_FORMATS
 
 
 def _log_skipped(where: str, skipped, total: int) -> None:
