@@ -26,6 +26,11 @@ TINY_BLOCKS = ((16, 1, 1), (32, 1, 2), (64, 1, 2), (128, 1, 2))
 # above spans 3x, its widths 0.3-0.5 cost the same). 1.12 MMACs and 50k parameters at width 1.0.
 SMALL_BLOCKS = ((32, 1, 1), (64, 1, 2), (128, 1, 2), (256, 1, 1))
 
+# The tiny model with its capacity where it costs little: a fifth stage at 2x2 pixels with 512
+# channels. Several times the tiny model's parameters for about a fifth more MACs at 32 px: a
+# network that can overfit a small training set (the regime map, configs/regime.py).
+LATE_BLOCKS = TINY_BLOCKS + ((512, 1, 2),)
+
 REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     'mobilenet_v1': functools.partial(MobileNetV1, min_width=0.25),
     'mobilenet_v2': functools.partial(MobileNetV2, min_width=0.7),
@@ -40,6 +45,9 @@ REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     'wideresnet10_2': functools.partial(WideResNet, min_width=0.25, depth=10, widen_factor=2),
     'mobilenet_v1_small': functools.partial(MobileNetV1, min_width=0.25, blocks=SMALL_BLOCKS,
                                             stem_channels=16, stem_stride=2, divisor=4),
+    'mobilenet_v1_tiny_late': functools.partial(MobileNetV1, min_width=0.25,
+                                                blocks=LATE_BLOCKS, stem_channels=16,
+                                                stem_stride=1),
 }
 
 
