@@ -160,8 +160,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   controlled_report.write_markdown(rows, methods, paths['md'], title)
   controlled_report.write_csv(results, paths['csv'])
   controlled_report.plot(results, rows, cells, methods, paths['png'], title)
-  print(open(paths['md']).read())
-  print('Wrote ' + ', '.join(paths.values()))
+  return finish(list(paths.values()), failed)
+
+
+def finish(paths: Sequence[str], failed: Sequence[str]) -> int:
+  """Print the report (``paths[0]``, markdown) and what was written; the exit code: 1 if a
+  run failed."""
+  print(open(paths[0]).read())
+  print('Wrote ' + ', '.join(paths))
   if failed:
     print(f'{len(failed)} runs failed: {", ".join(failed)}', file=sys.stderr)
     return 1

@@ -214,12 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   paths = regime_report.write(results, module, prefix,
                               command=f'{TOOL} ' + ' '.join(sys.argv[1:] if argv is None
                                                            else argv))
-  print(open(paths[0]).read())
-  print('Wrote ' + ', '.join(paths))
-  if failed:
-    print(f'{len(failed)} runs failed: {", ".join(failed)}', file=sys.stderr)
-    return 1
-  return 0
+  return controlled.finish(paths, failed)
 
 
 if __name__ == '__main__':
