@@ -27,6 +27,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -194,14 +195,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       print(f'error: {e}', file=sys.stderr)
       return 2
 
+    append_lock = threading.Lock()
+
     def one(run):
       try:
         result = run_one(args, module, *run, overrides)
       except RuntimeError as e:
         print(e, file=sys.stderr, flush=True)
         return run_name(*run)
-      with open(args.results, 'a') as f:   # one line per finished run: a stop loses none
-        f.write(json.dumps(result) + '\n')
+      with append_lock, open(args.results, 'a') as f:   # a line per finished run: a stop
+        f.write(json.dumps(result) + '\n')                # loses none
       print(f'{result["run"]}: test {result["test_top1"]:.2f}, train {result["train_top1"]:.2f} '
             f'({result["wall_s"]:.0f} s)', flush=True)
       return None
