@@ -143,7 +143,8 @@ def plot(rows, module, path: str) -> None:
       grid[i, j] = d
       gap = _mean(r['plain_gap'])
       ax.text(j, i, f'{d:+.1f}\n{r["epochs"]} ep\ngap {gap:.0f}' if gap is not None else
-              f'{d:+.1f}\n{r["epochs"]} ep', ha='center', va='center', fontsize=8)
+              f'{d:+.1f}\n{r["epochs"]} ep', ha='center', va='center', fontsize=8,
+              color='white' if abs(d) > 0.6 * scale else 'black')   # readable on dark cells
     ax.imshow(grid, cmap='RdBu', vmin=-scale, vmax=scale, aspect='auto')
     ax.set_xticks(range(lengths), [f'length {k + 1}' for k in range(lengths)])
     ax.set_yticks(range(len(sizes)), [f'{s} images' for s in sizes])
