@@ -94,6 +94,17 @@ def plan(module, cells: Sequence[str], methods: Sequence[str],
   return out
 
 
+def run_main(args, spec: str, workdir: str, mode: str, overrides: Sequence[str] = (),
+             append: bool = False) -> int:
+  """``python -m mutualnet_jax.main --config=spec`` in ``workdir`` on ``args.image_folder``, its
+  output in ``workdir.log`` (added to it with ``append``); its exit code."""
+  cmd = [sys.executable, '-m', 'mutualnet_jax.main', f'--config={spec}', f'--workdir={workdir}',
+         f'--mode={mode}', *overrides, f'--config.image_folder={args.image_folder}']
+  print(' '.join(cmd), flush=True)
+  with open(workdir + '.log', 'a' if append else 'w') as log:
+    return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
 def train(args, runs: Sequence[str], overrides: Sequence[str] = ()) -> List[str]:
   """Train and evaluate the runs not done yet; the names of those that failed."""
   todo = [r for r in runs
@@ -103,12 +114,8 @@ def train(args, runs: Sequence[str], overrides: Sequence[str] = ()) -> List[str]
     method, cell, seed = name.rsplit('-', 2)
     workdir = os.path.join(args.out, 'runs', name)
     os.makedirs(workdir, exist_ok=True)
-    cmd = [sys.executable, '-m', 'mutualnet_jax.main',
-           f'--config={args.config}:{method},{cell},{seed}', f'--workdir={workdir}',
-           '--mode=train_and_eval', *overrides, f'--config.image_folder={args.image_folder}']
-    print(' '.join(cmd), flush=True)
-    with open(workdir + '.log', 'w') as log:
-      rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    rc = run_main(args, f'{args.config}:{method},{cell},{seed}', workdir, 'train_and_eval',
+                  overrides)
     print(f'{name}: {"done" if rc == 0 else f"FAILED (exit {rc}), see {workdir}.log"}',
           flush=True)
     return None if rc == 0 else name

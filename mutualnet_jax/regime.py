@@ -19,13 +19,11 @@ configurations; the heat map has one panel per capacity, size x epochs.
 """
 
 import concurrent.futures
-import csv
 import functools
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +31,10 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import flags
 
+from mutualnet_jax import controlled
 from mutualnet_jax.config import loading
+from mutualnet_jax.evaluation import compare
+from mutualnet_jax.evaluation import query_table
 from mutualnet_jax.runtime import command_line
 
 TOOL = 'python -m mutualnet_jax.regime'
@@ -102,35 +103,12 @@ def load_results(path: str) -> Dict[str, Dict]:
   return out
 
 
-def _main(args, spec: str, workdir: str, mode: str, overrides: Sequence[str], log: str) -> int:
-  cmd = [sys.executable, '-m', 'mutualnet_jax.main', f'--config={spec}', f'--workdir={workdir}',
-         f'--mode={mode}', *overrides, f'--config.image_folder={args.image_folder}']
-  print(' '.join(cmd), flush=True)
-  with open(log, 'a') as f:
-    return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
-
-
-def _table(path: str) -> List[Dict]:
-  """The rows of a query table: width, resolution, MMACs and top-1 (%)."""
-  with open(path) as f:
-    return [{'width': float(row['width']), 'resolution': int(row['resolution']),
-             'mmacs': float(row['mmacs']), 'top1': 100.0 * float(row['top1'])}
-            for row in csv.DictReader(f)]
-
-
 def trained_config(config):
   """(width, resolution) of the run's full network: what a plain network trains, or the widest
   width at the highest resolution."""
   if config.method == 'independent':
     return float(config.independent_width), int(config.independent_resolution)
   return float(config.width_upper), int(config.resolutions[0])
-
-
-def top1_at(rows, width: float, resolution: int) -> Optional[float]:
-  for r in rows:
-    if abs(r['width'] - width) < 1e-6 and int(r['resolution']) == resolution:
-      return r['top1']
-  return None
 
 
 def run_one(args, module, method: str, cell: str, seed: int, overrides: Sequence[str]) -> Dict:
@@ -144,27 +122,29 @@ def run_one(args, module, method: str, cell: str, seed: int, overrides: Sequence
   t0 = time.time()
   test_table = os.path.join(workdir, 'query_table_test.csv')
   if not os.path.exists(test_table):
-    if _main(args, spec, workdir, 'train_and_eval', overrides, log):
+    if controlled.run_main(args, spec, workdir, 'train_and_eval', overrides, append=True):
       raise RuntimeError(f'{name}: training failed, see {log}')
     shutil.move(os.path.join(workdir, 'query_table.csv'), test_table)
   t_train = time.time() - t0
   w, r = trained_config(config)
-  cap, size, _ = module.parse_cell(cell)
+  cap, size, epochs = module.parse_cell(cell)
   n = module.ALL if size == 'all' else size
   train_eval = [f'--config.eval_split={module.train_split(size)}',
                 f'--config.eval_num_examples={min(n, args.train_eval_images)}',
                 f'--config.eval_widths=({w},)', f'--config.eval_resolutions=({r},)',
                 '--config.latency_batch_sizes=()']
-  if _main(args, spec, workdir, 'eval', [*overrides, *train_eval], log):
+  if controlled.run_main(args, spec, workdir, 'eval', [*overrides, *train_eval], append=True):
     raise RuntimeError(f'{name}: the train-set evaluation failed, see {log}')
-  train_rows = _table(os.path.join(workdir, 'query_table.csv'))
-  rows = _table(test_table)
+  train_rows = query_table.read_csv(os.path.join(workdir, 'query_table.csv'))
+  rows = query_table.read_csv(test_table)
   return {'run': name, 'method': method, 'cell': cell, 'capacity': cap, 'size': size,
-          'epochs': module.parse_cell(cell)[2], 'seed': seed, 'model': config.model,
+          'epochs': epochs, 'seed': seed, 'model': config.model,
           'steps': int(config.num_train_steps), 'width': w, 'resolution': r,
-          'test_top1': top1_at(rows, w, r), 'train_top1': top1_at(train_rows, w, r),
+          'test_top1': compare.top1_at(rows, w, r), 'train_top1': compare.top1_at(train_rows, w, r),
           'train_images': min(n, args.train_eval_images),
-          'rows': rows,
+          # top-1 in %, as the other figures here
+          'rows': [{'width': row['width'], 'resolution': row['resolution'],
+                    'mmacs': row['mmacs'], 'top1': 100.0 * row['top1']} for row in rows],
           'train_s': round(t_train, 1), 'wall_s': round(time.time() - t0, 1),
           'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
           'overrides': list(overrides), 'date': time.strftime('%Y-%m-%d')}
@@ -172,7 +152,6 @@ def run_one(args, module, method: str, cell: str, seed: int, overrides: Sequence
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, overrides = parse_args(argv)
-  from mutualnet_jax import controlled  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.evaluation import regime_report  # pylint: disable=g-import-not-at-top
   module = controlled.load_config_module(args.config)
   try:

@@ -9,10 +9,10 @@ Measured per local file on the 2-core machine (BENCHMARKS.md, issue 27): opening
 a 1 MB buffer took 19 us, a 64 KB one 6 us, PIL's header parse about 19 us. So the first read
 is 64 KB, and only a file PIL cannot read from that prefix but which is longer is read again up
 to 1 MB, as before: the answers are those of a 1 MB read, for every file. The check is CPU-bound
-(Python and PIL), so large local folders are checked by one worker process per core
-(:func:`in_processes`; listing the folders, one ``stat`` per file, too): ``python -m mutualnet_jax.data.headers``, which imports
-nothing else of the package (a ``multiprocessing`` worker would import the tool's main module,
-TensorFlow and JAX with it: 760 MB and seconds per worker).
+(Python and PIL), so large local folders are checked, and listed (one ``stat`` per file), by
+one worker process per core (:func:`in_processes`): ``python -m mutualnet_jax.data.headers``,
+which imports nothing else of the package (a ``multiprocessing`` worker would import the tool's
+main module, TensorFlow and JAX with it: 760 MB and seconds per worker).
 """
 
 import hashlib

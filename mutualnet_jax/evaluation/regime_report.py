@@ -148,16 +148,12 @@ def plot(rows, module, path: str) -> None:
     ax.imshow(grid, cmap='RdBu', vmin=-scale, vmax=scale, aspect='auto')
     ax.set_xticks(range(lengths), [f'length {k + 1}' for k in range(lengths)])
     ax.set_yticks(range(len(sizes)), [f'{s} images' for s in sizes])
-    ax.set_title(f'{cap} ({_model_name(module, cap)})', fontsize=10)
+    ax.set_title(f'{cap} ({module.CAPACITIES[cap]})', fontsize=10)
   fig.suptitle('MutualNet [0.25, 1] - plain, full network, test top-1 (points); '
                'gap: plain train - test', fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
-
-
-def _model_name(module, cap: str) -> str:
-  return module.CAPACITIES[cap]
 
 
 def write(results: Sequence[Dict], module, prefix: str, command: str) -> Tuple[str, str, str]:

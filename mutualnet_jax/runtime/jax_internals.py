@@ -80,17 +80,13 @@ def barrier(name: str, timeout_s: int) -> None:
 
 def any_process(name: str, vote: bool, timeout_s: int) -> bool:
   """Whether any process voted True at ``name`` (every process must call it, once per name):
-  each posts its vote, waits until all have, and reads them all, so all get the same answer.
+  all get the same answer (:func:`exchange`).
 
   Fallback: a device collective (``process_allgather``), with gloo's limits (``barrier``).
   """
-  client = coordination_client()
-  if client is not None:
-    prefix = f'mutualnet_vote/{name}/'
-    import jax  # pylint: disable=g-import-not-at-top
-    client.key_value_set(f'{prefix}{jax.process_index()}', '1' if vote else '0')
-    client.wait_at_barrier(f'mutualnet_vote_{name}', timeout_in_ms=timeout_s * 1000)
-    return any(v == '1' for _, v in client.key_value_dir_get(prefix))
+  votes = exchange(f'vote_{name}', b'1' if vote else b'0', timeout_s)
+  if votes is not None:
+    return b'1' in votes
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.any(multihost_utils.process_allgather(np.asarray([vote]))))

@@ -34,6 +34,7 @@ from absl import logging
 import jax
 
 from mutualnet_jax.runtime import jax_internals
+from mutualnet_jax.runtime import parallel
 
 _requested = threading.Event()
 _phase = ['starting']
@@ -132,10 +133,8 @@ def barrier(name: str, *, noticed: bool = False, timeout_s: int = 3600) -> None:
   """Wait for every process at ``name`` (each once); with agreed stops, all raise
   :class:`Preempted` there if any arrives having seen a notice (``noticed``, or posted by now).
   """
-  if jax.process_count() == 1:
-    return
   if not _agreed[0]:
-    jax_internals.barrier(name, timeout_s)
+    parallel.wait_for_all_processes(name, timeout_s)
     return
   seen = noticed or jax_internals.preemption_notice() is not None
   if jax_internals.any_process(name, seen, timeout_s):
