@@ -2,7 +2,8 @@
 
   python -m mutualnet_jax.bench --model=mobilenet_v1 --batch=32 --steps=5 \
       [--config=configs/x.py[:arg] [--config.field=value ...]] [--resolutions=224,192,160,128] \
-      [--compare_torch] [--json] [--threads=2] [--cache_dir=DIR]
+      [--dtype=bfloat16] [--compare_torch [--torch_device=cuda]] [--json] [--threads=2] \
+      [--cache_dir=DIR] [--compile_workers=2] [--peak_tflops=T]
 
 Flags were spelled with hyphens before (``--compare-torch``, ``--cache-dir``, ``--no-tune-cpu``,
 ...): those spellings still work, with a warning naming the new one (``RENAMED``).
@@ -20,6 +21,11 @@ draws, batch, losses (summed, one backward pass), schedule and Nesterov SGD upda
 and ``torch_same_process_step_s`` interleaved step by step with the JAX steps in this process,
 so under the same allocator settings (``runtime.xla_cpu``'s, unless ``--notune_cpu``) and the
 same minutes of machine load.
+``model_gflop_per_step``, ``achieved_tflops`` and ``mfu``: the model's FLOPs of the timed steps
+(:func:`model_flops`) over their time, against the chip's dense peak for the compute dtype
+(``PEAK_TFLOPS``, or ``--peak_tflops``). On a GPU, ``--compare_torch`` runs PyTorch on cuda
+(``--torch_device``) and waits for the GPU at the end of each step; the published code's own
+step is timed by ``launch/published_step.py`` (``launch/gpu_bench.sh`` runs both).
 ``--compile_grid`` instead measures compiling the whole grid sequentially vs on background
 threads, cold vs warm cache, each in a fresh process.
 
@@ -64,6 +70,13 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
                      flag_values=fv)
   i('num_classes', 0, 'Classes (default: the config\'s).')
   s('layer_forms', '', 'auto | xla_cpu | native (default: the config\'s).')
+  s('dtype', '', 'Compute dtype, float32 | bfloat16 (default: the config\'s compute_dtype).')
+  i('compile_workers', 2, 'Threads compiling the kernels of the timed steps.')
+  flags.DEFINE_float('peak_tflops', 0.0, "The chip's dense peak in TFLOP/s for the compute "
+                     'dtype, for MFU (default: PEAK_TFLOPS by device kind; unknown: no MFU).',
+                     flag_values=fv)
+  flags.DEFINE_enum('torch_device', 'auto', ['auto', 'cpu', 'cuda'], "PyTorch's device for "
+                    "--compare_torch (auto: cuda where JAX's backend is a GPU).", flag_values=fv)
   i('threads', 0, 'CPUs to use (default: all).')
   s('cache_dir', 'none', "Persistent compilation cache of the timed run ('none': off, so "
     'compile_s is a real compile); the first-step children always use a fresh one.')
@@ -115,6 +128,8 @@ def make_config(args):
     c.num_classes = args.num_classes
   if args.layer_forms:
     c.xla_cpu.layer_forms = args.layer_forms
+  if args.dtype:
+    c.compute_dtype = args.dtype
   c.compilation_cache_dir = args.cache_dir
   c.xla_cpu.tune_runtime = args.tune_cpu
   return loading.checked(c, data=False)
@@ -177,14 +192,66 @@ def _median(xs):
   return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
-def time_jax(config, steps: int, torch_threads: int = 0):
-  """compile_s for every kernel of steps 0..steps-1, then the median step.
+# One chip's dense peak in TFLOP/s (vendors' datasheets, no sparsity) per compute dtype, keyed
+# by ``jax.Device.device_kind``. On these GPUs a float32 convolution runs as TF32 on the tensor
+# cores: JAX's default precision there, and PyTorch's default for cuDNN convolutions, so
+# float32's peak is TF32's. On TPUs float32 convolutions run as single bfloat16 passes by
+# default (JAX's default precision), so both dtypes share bfloat16's peak.
+PEAK_TFLOPS = {
+    'NVIDIA H100 80GB HBM3': {'float32': 494.7, 'bfloat16': 989.4},   # H100 SXM
+    'NVIDIA H200': {'float32': 494.7, 'bfloat16': 989.4},             # H200 SXM: H100's cores
+    'NVIDIA A100-SXM4-40GB': {'float32': 156.0, 'bfloat16': 312.0},
+    'NVIDIA A100-SXM4-80GB': {'float32': 156.0, 'bfloat16': 312.0},
+    'TPU v4': {'float32': 275.0, 'bfloat16': 275.0},
+    'TPU v5 lite': {'float32': 197.0, 'bfloat16': 197.0},
+    'TPU v6 lite': {'float32': 918.0, 'bfloat16': 918.0},
+}
 
-  With ``torch_threads``, each JAX step is followed by the same step in PyTorch, in this
-  process: same time window, same allocator settings (those runtime.xla_cpu gave this process).
+
+def model_flops(config, draws) -> list:
+  """Model FLOPs of each step: per subnet, 2 FLOPs per multiply-accumulate of its forward pass
+  (``evaluation.flops``, the paper's count) times 3 (forward, then the gradients of activations
+  and of weights), times the global batch; summed over the step's subnets. The usual MFU
+  convention: work the model needs, not what the compiled kernels execute."""
+  from mutualnet_jax import models
+  from mutualnet_jax.evaluation import flops
+  model = models.from_config(config)
+  macs = {}
+  for d in draws:
+    for x in d:
+      if (x.width, x.resolution) not in macs:
+        macs[x.width, x.resolution] = flops.count(model, x.width, x.resolution)[0]
+  b = config.global_batch_size
+  return [sum(6 * b * macs[x.width, x.resolution] for x in d) for d in draws]
+
+
+def utilisation(config, draws, times, device_kind: str, peak_tflops: float = 0.0) -> dict:
+  """Achieved model TFLOP/s over the timed steps and, where the chip's peak is known, MFU."""
+  per_step = model_flops(config, draws)
+  achieved = sum(per_step) / sum(times) / 1e12
+  out = {'model_gflop_per_step': _sig(sum(per_step) / len(per_step) / 1e9),
+         'achieved_tflops': _sig(achieved)}
+  peak = peak_tflops or PEAK_TFLOPS.get(device_kind, {}).get(config.compute_dtype, 0.0)
+  if peak:
+    out.update(peak_tflops=peak, mfu=_sig(achieved / peak))
+  return out
+
+
+def _sig(x: float, digits: int = 4) -> float:
+  return float(f'{x:.{digits}g}')
+
+
+def time_jax(config, steps: int, torch_threads: int = 0, torch_device: str = 'cpu',
+             max_workers: int = 2):
+  """compile_s for every kernel of steps 0..steps-1 (compiled on ``max_workers`` threads), then
+  the median step.
+
+  With ``torch_threads``, each JAX step is followed by the same step in PyTorch on
+  ``torch_device``, in this process: same time window, same allocator settings (those
+  runtime.xla_cpu gave this process).
   """
   from mutualnet_jax.training import mutualnet
-  s = Setup(config)
+  s = Setup(config, max_workers)
   draws = [mutualnet.draw_subnets(config, t) for t in range(steps)]
   t0 = time.perf_counter()
   s.kernels.precompile([x for d in draws for x in d], len(draws[0]))
@@ -197,7 +264,7 @@ def time_jax(config, steps: int, torch_threads: int = 0):
     s.block()
   torch_step = torch_info = None
   if torch_threads:
-    torch_step, torch_info = torch_stepper(config, torch_threads)
+    torch_step, torch_info = torch_stepper(config, torch_threads, torch_device)
     torch_step(draws[0])
   jax_step(draws[0])   # one untimed step: first-run allocations, thread-pool start-up
   times, torch_times = [], []
@@ -257,11 +324,12 @@ def kernel_breakdown(s, draws, repeats=3):
   return out
 
 
-def torch_stepper(config, threads: int):
-  """The same training step in PyTorch on CPU: the referee's (``interop.torch_twin.TorchTwin``,
-  the project's one PyTorch step) on the same draws' subnets, batch, losses, schedule and
-  Nesterov SGD update, from PyTorch's own initialisation, fed tensors converted once (the timed
-  loop holds no NHWC -> NCHW copies). Returns ``step(subnets)`` and a dict describing the
+def torch_stepper(config, threads: int, device: str = 'cpu'):
+  """The same training step in PyTorch on ``device`` (cpu or cuda): the referee's
+  (``interop.torch_twin.TorchTwin``, the project's one PyTorch step) on the same draws'
+  subnets, batch, losses, schedule and Nesterov SGD update, from PyTorch's own initialisation,
+  fed tensors converted and placed once (the timed loop holds no NHWC -> NCHW copies). On cuda a
+  step ends when the GPU has finished it. Returns ``step(subnets)`` and a dict describing the
   PyTorch build."""
   import itertools
   import numpy as np
@@ -273,16 +341,21 @@ def torch_stepper(config, threads: int):
   host_batch = synthetic_batch(config)
   torch.set_num_threads(threads)
   torch.manual_seed(0)
-  twin = torch_twin.TorchTwin(config, None, *SCHEDULE)   # one BN shard: one CPU process
+  # One BN shard: one process, one device.
+  twin = torch_twin.TorchTwin(config, None, *SCHEDULE, device=device)
   images = {r: torch.from_numpy(np.ascontiguousarray(
-      host_batch[mutualnet.image_key(int(r))].transpose(0, 3, 1, 2))) for r in config.resolutions}
-  labels = torch.from_numpy(host_batch['label'].astype(np.int64))
+      host_batch[mutualnet.image_key(int(r))].transpose(0, 3, 1, 2))).to(device)
+            for r in config.resolutions}
+  labels = torch.from_numpy(host_batch['label'].astype(np.int64)).to(device)
   steps = itertools.count()
+  finish = torch.cuda.synchronize if device == 'cuda' else lambda: None
 
   def step(subnets):
     twin.step_tensors(next(steps), images, labels, subnets)
+    finish()
 
-  return step, {'torch_threads': torch.get_num_threads(), 'torch_version': torch.__version__}
+  return step, {'torch_threads': torch.get_num_threads(), 'torch_version': torch.__version__,
+                'torch_device': device}
 
 
 def _timed(step, draws):
@@ -306,7 +379,7 @@ def torch_in_fresh_process(args):
 def torch_child_main(args, config):
   """What the ``--child torch`` process runs."""
   from mutualnet_jax.training import mutualnet
-  step, info = torch_stepper(config, args.threads)
+  step, info = torch_stepper(config, args.threads, args.torch_device)
   times = _timed(step, [mutualnet.draw_subnets(config, t) for t in range(args.steps)])
   return {'torch_step_s': round(_median(times), 4),
           'torch_step_times_s': [round(t, 4) for t in times], **info}
@@ -317,7 +390,9 @@ def _child_cmd(args, child, cache_dir, extra=()):
          '--batch', str(args.batch), '--cache_dir', cache_dir, '--threads', str(args.threads),
          *args.config_argv]
   for flag, v in (('--resolutions', args.resolutions), ('--width_step', args.width_step),
-                  ('--num_classes', args.num_classes), ('--layer_forms', args.layer_forms)):
+                  ('--num_classes', args.num_classes), ('--layer_forms', args.layer_forms),
+                  ('--dtype', args.dtype), ('--compile_workers', args.compile_workers),
+                  ('--torch_device', args.torch_device)):
     if v:
       cmd += [flag, str(v)]
   if not args.tune_cpu:
@@ -355,7 +430,7 @@ def child_first_step(args, config):
   stage = lambda name: stages.setdefault(name, round(time.time() - args.t0, 3))
   parallel.start(config)
   stage('imports_and_start')
-  s = Setup(config)
+  s = Setup(config, args.compile_workers)
   stage('setup')
   subnets = mutualnet.draw_subnets(config, 0)
   s.kernels.precompile(subnets, len(subnets))
@@ -436,18 +511,26 @@ def main(argv=None):
   if args.cache_dir == 'none':   # also ignore $JAX_COMPILATION_CACHE_DIR: compile for real
     jax.config.update('jax_enable_compilation_cache', False)
   parallel.start(config)
+  if args.torch_device == 'auto':   # the children get it resolved
+    args.torch_device = 'cuda' if jax.default_backend() == 'gpu' else 'cpu'
+  device_kind = jax.devices()[0].device_kind
   result = {'model': config.model, 'batch': config.global_batch_size, 'steps': args.steps,
             'resolutions': list(config.resolutions), 'width_step': config.width_step,
+            'compute_dtype': config.compute_dtype,
             'layer_forms': layer_forms.resolve(config.xla_cpu.layer_forms),
             'backend': jax.default_backend(), 'devices': jax.device_count(),
+            'device_kind': device_kind, 'jax_version': jax.__version__,
             'threads': threads, 'xla_flags': os.environ.get('XLA_FLAGS', '')}
   result.update(machine_info())
   if args.compile_grid:
     result['compile_grid'] = compile_grid(args)
   else:
-    s, draws, timing = time_jax(config, args.steps, threads if args.compare_torch else 0)
+    s, draws, timing = time_jax(config, args.steps, threads if args.compare_torch else 0,
+                                args.torch_device, args.compile_workers)
     result.update(timing)
     result['images_per_s'] = round(config.global_batch_size / timing['step_s'], 2)
+    result.update(utilisation(config, draws, timing['step_times_s'], device_kind,
+                              args.peak_tflops))
     result['subnets'] = [[[x.width, x.resolution] for x in d] for d in draws]
     if args.breakdown:
       result['kernel_s'] = kernel_breakdown(s, draws)

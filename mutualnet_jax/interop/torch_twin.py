@@ -52,16 +52,18 @@ class TorchTwin:
   runs the network on each share separately; the losses are still means over the whole batch.
   """
 
-  def __init__(self, config, params, total_steps: int, steps_per_epoch: int, shards: int = 1):
+  def __init__(self, config, params, total_steps: int, steps_per_epoch: int, shards: int = 1,
+               device: str = 'cpu'):
     """``params``: the Flax parameters to start from; None keeps PyTorch's own initialisation
-    (the benchmark times steps, not what they reach)."""
+    (the benchmark times steps, not what they reach). ``device``: where the network lives (the
+    benchmark's ``cuda``); :meth:`step_tensors` then takes tensors on that device."""
     if config.get('compute_dtype', 'float32') != 'float32':
       raise ValueError(f'the twin computes in float32; referee a float32 run, not '
                        f'compute_dtype={config.compute_dtype!r}')
     self.config, self.shards = config, shards
     self.model = torch_models.like(config.model, num_classes=config.num_classes,
                                    max_width=config.width_upper,
-                                   min_width=models.from_config(config).min_width)
+                                   min_width=models.from_config(config).min_width).to(device)
     if params is not None:
       self.load(params)
     self.optimizer = torch.optim.SGD(
