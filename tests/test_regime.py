@@ -17,7 +17,8 @@ module = controlled.load_config_module(CONFIG)
 
 
 def test_cells_span_size_epochs_and_capacity_and_set_the_schedule():
-  assert len(module.CELLS) == 3 * 4 * 3
+  assert len(module.CELLS) == 3 * (4 * 3 + 1)   # 1,000 images: four lengths
+  assert module.parse_cell('late-1000-500') == ('late', 1000, 500)
   c = regime.loading.load(f'{CONFIG}:mutualnet,late-1000-50,1')
   assert (c.model, c.train_split, c.seed, c.method) == ('mobilenet_v1_tiny_late', 'train[:1000]',
                                                         1, 'mutualnet')
