@@ -13,7 +13,8 @@ from (``--mode=eval`` on the training split, up to ``--train_eval_images``), so 
 says whether it underfits or overfits (train - test top-1), measured. Each finished run appends
 one JSON line to ``--results`` (test and train top-1, its query table, wall time, machine): a
 run already there is not run again, so the map continues where a stopped one left off. Then
-``REPORT.{md,csv,png}``: per cell, MutualNet - plain at the full network (paired by seed), the
+``REPORT.{md,csv,png}`` of every run in ``--results`` (the whole map so far, whichever cells
+this call ran): per cell, MutualNet - plain at the full network (paired by seed), the
 generalisation gaps, and MutualNet's envelope against plain networks at two lower
 configurations; the heat map has one panel per capacity, size x epochs.
 """
@@ -190,8 +191,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
       failed = [f for f in pool.map(one, todo) if f]
-  results = [r for r in load_results(args.results).values()
-             if r['cell'] in cells and r['seed'] in seeds]
+  # The report is of the whole map so far: every run in the results file, whatever this call
+  # ran (each call of a map run in parts would otherwise overwrite it with its own part).
+  results = list(load_results(args.results).values())
   prefix = args.report or os.path.join(args.out, 'regime')
   paths = regime_report.write(results, module, prefix,
                               command=f'{TOOL} ' + ' '.join(sys.argv[1:] if argv is None

@@ -99,3 +99,8 @@ def test_one_cell_trains_reports_test_and_train_top1_and_is_not_run_again(tmp_pa
   assert regime.main(argv) == 0   # finished: reported, not trained again
   assert 'mutualnet_jax.main' not in capsys.readouterr().out
   assert len(open(results).read().splitlines()) == 2
+  # The report is of the whole map: a call for other cells still reports this one.
+  other = [a for a in argv if not a.startswith('--cells=')] + ['--cells=tiny-1000-15',
+                                                               '--report_only']
+  assert regime.main(other) == 0
+  assert '| tiny-64-2 |' in open(tmp_path / 'out' / 'regime.md').read()
