@@ -34,7 +34,8 @@ def _f(x, fmt='{:.1f}'):
 
 
 def rows(runs: dict) -> list:
-  """(label, step_s, gflop_per_step, peak, compile cold, compile warm, kernels) per row."""
+  """(label, step_s, gflop_per_step, peak, compile cold, compile warm, kernels, error) per
+  row."""
   out = []
   for dtype in ('float32', 'bfloat16'):
     jax_run = runs.get(f'jax_{dtype}', {})
