@@ -102,7 +102,9 @@ def write_markdown(rows, module, path: str, command: str) -> None:
     f.write('# The regime map: MutualNet - plain at the full network\n\n'
             'Top-1 (%) of the full network on the test split; train: the same network on the '
             'training images it learnt from. Means over seeds, each seed in brackets; '
-            'differences paired by seed. Written by:\n\n'
+            'differences paired by seed. The table holds every run of the results file, whatever '
+            'call ran it (a map run in parts, a call per group of cells, reports all of it); '
+            'written by the last call:\n\n'
             f'```bash\n{command}\n```\n\n' + '\n'.join(lines) + '\n')
 
 
