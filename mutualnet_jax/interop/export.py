@@ -155,9 +155,14 @@ def tflite_model(path: str) -> bytes:
 
 
 def run_tflite(tflite_path: str, images: np.ndarray) -> np.ndarray:
-  """Logits of a TFLite model (batch 1 per call)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  interp = tf.lite.Interpreter(model_path=tflite_path)
+  """Logits of a TFLite model (batch 1 per call), run by LiteRT where it is installed (the
+  ``deploy`` extra), else by TensorFlow's (deprecated there, to be deleted)."""
+  try:
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
+  interp = Interpreter(model_path=tflite_path)
   interp.allocate_tensors()
   inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
   rows = []
