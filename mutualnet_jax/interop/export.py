@@ -23,7 +23,7 @@ largest relative difference.
 
 import json
 import os
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
 import jax
