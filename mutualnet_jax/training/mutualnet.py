@@ -26,7 +26,7 @@ in-place distillation); ``independent`` is the cross-entropy of its one subnet a
 """
 
 import dataclasses
-from typing import Any, Callable, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
