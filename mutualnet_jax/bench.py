@@ -475,14 +475,18 @@ def compile_grid(args):
   return out
 
 
-def machine_info():
-  model = ''
+def cpu_model() -> str:
+  """The processor's model name ('' where /proc/cpuinfo does not say): float32 rounding, and so
+  a training run's result, differs between processors (docs/reproducibility.md)."""
   try:
     with open('/proc/cpuinfo') as f:
-      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+      return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
   except OSError:
-    pass
-  return {'nproc': os.cpu_count(), 'cpu_model': model,
+    return ''
+
+
+def machine_info():
+  return {'nproc': os.cpu_count(), 'cpu_model': cpu_model(),
           'loadavg': [round(x, 2) for x in os.getloadavg()]}
 
 

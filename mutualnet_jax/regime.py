@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import flags
 
+from mutualnet_jax import bench
 from mutualnet_jax import controlled
 from mutualnet_jax.config import loading
 from mutualnet_jax.evaluation import compare
@@ -147,7 +148,8 @@ def run_one(args, module, method: str, cell: str, seed: int, overrides: Sequence
           'rows': [{'width': row['width'], 'resolution': row['resolution'],
                     'mmacs': row['mmacs'], 'top1': 100.0 * row['top1']} for row in rows],
           'train_s': round(t_train, 1), 'wall_s': round(time.time() - t0, 1),
-          'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+          'machine': f'{bench.cpu_model() or platform.processor() or platform.machine()}, '
+                     f'{os.cpu_count()} cores',
           'overrides': list(overrides), 'date': time.strftime('%Y-%m-%d')}
 
 
