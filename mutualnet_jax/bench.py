@@ -476,13 +476,9 @@ def compile_grid(args):
 
 
 def cpu_model() -> str:
-  """The processor's model name ('' where /proc/cpuinfo does not say): float32 rounding, and so
-  a training run's result, differs between processors (docs/reproducibility.md)."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
-  except OSError:
-    return ''
+  """``runtime.parallel.cpu_model`` (imported here: this module imports JAX after pinning)."""
+  from mutualnet_jax.runtime import parallel
+  return parallel.cpu_model()
 
 
 def machine_info():

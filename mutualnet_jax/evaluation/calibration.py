@@ -49,8 +49,13 @@ def _synced(model):
   return model.clone(axis_name=parallel.DATA)
 
 
-def _kernel(model, width: float, resolution: int, mesh):
-  """jit(shard_map(training-mode forward)) -> that batch's statistics, replicated. Cached."""
+def stats_kernel(model, width: float, resolution: int, mesh):
+  """jit(shard_map(training-mode forward)) -> that batch's statistics, replicated. Cached.
+
+  ``f(params, images) -> batch_stats`` of one global batch, with the model's batch norm
+  synchronised over the mesh (what :func:`calibrate_bn` runs, and the TPU plan compiles).
+  """
+  model = _synced(model)
   key = (model, float(width), int(resolution), mesh)
   with _kernels_lock:
     fn = _kernels.get(key)
@@ -80,8 +85,7 @@ def calibrate_bn(model, params, width: float, resolution: int, batches: Iterable
   counts: use drop-remainder batches without padding. Returns ``batch_stats`` as a nested dict
   of numpy arrays, shaped for exactly this subnet.
   """
-  model = _synced(model)
-  fn = _kernel(model, width, resolution, mesh)
+  fn = stats_kernel(model, width, resolution, mesh)
   sharding = NamedSharding(mesh, P(parallel.DATA))
   params = jax.device_put(params, NamedSharding(mesh, P()))
   total, t = None, 0

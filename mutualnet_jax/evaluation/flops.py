@@ -14,7 +14,7 @@ The command line is ``python -m mutualnet_jax.flops`` (:mod:`mutualnet_jax.flops
 
 import dataclasses
 import math
-from typing import Tuple, Union
+from typing import List, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -24,10 +24,28 @@ from mutualnet_jax import models
 from mutualnet_jax.models import slimmable
 
 
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One layer call of a subnet: its kind (``conv``, ``depthwise``, ``dense``), input and output
+  channels, kernel size, output pixels and MACs on one image."""
+  kind: str
+  cin: int
+  cout: int
+  kernel: int
+  pixels: int
+  macs: int
+
+
 @dataclasses.dataclass
 class _Tally:
   macs: int = 0
   params: int = 0
+  layers: list = dataclasses.field(default_factory=list)
+
+  def add(self, layer: Layer, params: int) -> None:
+    self.macs += layer.macs
+    self.params += params
+    self.layers.append(layer)
 
 
 def _hw(shape) -> int:
@@ -48,17 +66,15 @@ def _interceptor(tally: _Tally):
       return out
     x = args[0] if args else None
     if isinstance(m, slimmable.SlimConv):
-      k, cin, cout = m.kernel_size, x.shape[-1], out.shape[-1]
-      tally.macs += cin * cout * k * k * _hw(out.shape)
-      tally.params += cin * cout * k * k
+      k, cin, cout, hw = m.kernel_size, x.shape[-1], out.shape[-1], _hw(out.shape)
+      tally.add(Layer('conv', cin, cout, k, hw, cin * cout * k * k * hw), cin * cout * k * k)
     elif isinstance(m, slimmable.SlimDepthwiseConv):
-      k, c = m.kernel_size, out.shape[-1]
-      tally.macs += c * k * k * _hw(out.shape)   # in * out * k * k / groups with groups = c
-      tally.params += c * k * k
+      k, c, hw = m.kernel_size, out.shape[-1], _hw(out.shape)
+      # in * out * k * k / groups with groups = c
+      tally.add(Layer('depthwise', c, c, k, hw, c * k * k * hw), c * k * k)
     elif isinstance(m, slimmable.SlimDense):
       cin, cout = x.shape[-1], out.shape[-1]
-      tally.macs += cin * cout
-      tally.params += cin * cout + cout
+      tally.add(Layer('dense', cin, cout, 1, 1, cin * cout), cin * cout + cout)
     return out
 
   return intercept
@@ -80,6 +96,17 @@ def count(model: Union[nn.Module, str], width: float, resolution: int) -> Tuple[
   ``model`` is a module from :func:`mutualnet_jax.models.create` (or a registry name, created
   with its defaults). Nothing is compiled: the model is traced with abstract shapes.
   """
+  tally = _trace(model, width, resolution)
+  return tally.macs, tally.params
+
+
+def layers(model: Union[nn.Module, str], width: float, resolution: int) -> List[Layer]:
+  """The subnet's convolution and dense layers, in call order (what :func:`count` sums; the
+  pool is not a layer here)."""
+  return list(_trace(model, width, resolution).layers)
+
+
+def _trace(model, width: float, resolution: int) -> _Tally:
   if isinstance(model, str):
     model = models.create(model)
   if getattr(model, 'layer_forms', None) not in (None, 'native'):
@@ -102,7 +129,7 @@ def count(model: Union[nn.Module, str], width: float, resolution: int) -> Tuple[
       jax.eval_shape(init, x)
   finally:
     slimmable.global_avg_pool = pool
-  return tally.macs, tally.params
+  return tally
 
 
 def mmacs(model: Union[nn.Module, str], width: float, resolution: int) -> float:

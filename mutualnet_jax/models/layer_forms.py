@@ -17,7 +17,7 @@ faster on XLA:CPU, and on no other backend.
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -46,13 +46,15 @@ class LayerForms:
   batch_norm_train: Callable[[Array, Array, Array], Any]
 
 
-def resolve(choice: str) -> str:
-  """'native' or 'xla_cpu' for a configured choice; 'auto' follows the default backend."""
+def resolve(choice: str, backend: Optional[str] = None) -> str:
+  """'native' or 'xla_cpu' for a configured choice; 'auto' follows ``backend`` (default: this
+  process's default backend). A program compiled for another target than the host (the TPU
+  plan's deviceless compile) names its target: the host's backend would pick the CPU forms."""
   choice = _ALIASES.get(choice, choice)
   if choice not in CHOICES:
     raise ValueError(f'unknown layer forms {choice!r}; known: {", ".join(CHOICES)}')
   if choice == 'auto':
-    return 'xla_cpu' if jax.default_backend() == 'cpu' else 'native'
+    return 'xla_cpu' if (backend or jax.default_backend()) == 'cpu' else 'native'
   return choice
 
 

@@ -85,6 +85,17 @@ def exchange(name: str, value: bytes, timeout_s: int = 3600) -> Optional[list]:
   return jax_internals.exchange(name, value, timeout_s)
 
 
+def cpu_model() -> str:
+  """The host processor's model name ('' where /proc/cpuinfo does not say): float32 rounding,
+  and so a training run's result, differs between processors (docs/reproducibility.md), and a
+  compile's seconds depend on it."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+  except OSError:
+    return ''
+
+
 def create_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh named ``data`` over every device of every host."""
   # Auto axes: the same jitted inference function then also runs on a single device (latency).

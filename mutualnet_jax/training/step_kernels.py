@@ -50,15 +50,17 @@ class StepState:
   nonfinite_subnet: Array
 
 
+def initial_state(params, optimizer: optax.GradientTransformation) -> StepState:
+  """Step 0's state from the initial parameters (traced; :func:`create_train_state` runs it)."""
+  return StepState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                   nonfinite_step=jnp.full((), -1, jnp.int32),
+                   nonfinite_subnet=jnp.full((), -1, jnp.int32))
+
+
 def create_train_state(params, optimizer: optax.GradientTransformation) -> StepState:
   """Step 0's state, as one compiled program: run op by op, the optimiser's per-leaf
   initialisation compiled dozens of small programs."""
-  @jax.jit
-  def create(p):
-    return StepState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p),
-                      nonfinite_step=jnp.full((), -1, jnp.int32),
-                      nonfinite_subnet=jnp.full((), -1, jnp.int32))
-  return create(params)
+  return jax.jit(functools.partial(initial_state, optimizer=optimizer))(params)
 
 
 def init_params(model, config):
@@ -150,7 +152,7 @@ class StepKernels:
                          check_vma=False)
 
   def _build(self, key):
-    fn, args, out, donate = self._kernel(key)
+    fn, args, out, donate = self.program(key)
     t0 = time.perf_counter()
     compiled = self.kernel_cache.compile(repr(key), fn, args, jax.tree.structure(out),
                                          donate_argnums=donate,
@@ -158,8 +160,13 @@ class StepKernels:
     self.compile_seconds[key] = time.perf_counter() - t0
     return compiled
 
-  def _kernel(self, key):
-    """The kernel's function, abstract arguments, abstract result and donated arguments."""
+  def program(self, key):
+    """The kernel ``key``'s function, abstract arguments, abstract result and donated arguments:
+    what :meth:`get` compiles (and the TPU plan compiles for a topology without running it).
+
+    ``key``: ``('teacher' | 'student', width, resolution)`` (:meth:`key`) or
+    ``('update', num_subnets)``.
+    """
     kind = key[0]
     lead = lambda t: jax.tree.map(lambda x: x[None], t)   # per-device value -> (1, ...)
     unlead = lambda t: jax.tree.map(lambda x: x[0], t)
@@ -187,7 +194,7 @@ class StepKernels:
     reduce_sm = self._shard_map(reduce, (P(DATA), P(DATA), P(DATA)), P())
     def f(state, grads, losses, oks):
       return apply_update(state, *reduce_sm(grads, losses, oks), optimizer=self.optimizer)
-    state = jax.eval_shape(functools.partial(create_train_state, optimizer=self.optimizer),
+    state = jax.eval_shape(functools.partial(initial_state, optimizer=self.optimizer),
                            self._params)
     rep = NamedSharding(self.mesh, P())
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
