@@ -32,7 +32,10 @@ setup(
         # The elastic LiteRT file: its export (--elastic) and its runtime, mutualnet_jax.deploy,
         # which needs nothing else (interop/litert.py runs copied alone, without JAX or TF).
         'deploy': ['numpy', 'ai-edge-litert>=2.0'],
+        # The TPU plan's tests compile for a TPU with libtpu: jax's own tpu extra, so libtpu's
+        # version is the one the installed JAX pins (Linux wheels only).
+        'tpu_plan': ['jax[tpu]; sys_platform == "linux"'],
         'test': ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6',
-                 'torch==2.13.0', 'ai-edge-litert>=2.0'],
+                 'torch==2.13.0', 'ai-edge-litert>=2.0', 'jax[tpu]; sys_platform == "linux"'],
     },
 )

@@ -14,10 +14,12 @@ The folders are the architecture; each may import only the ones listed before it
   evaluation/  BN calibration, FLOPs, the query table, the grid evaluator, evaluation during
                training
   interop/     export to TF/TFLite, PyTorch checkpoint import and the PyTorch twin networks
+  planning/    the run's programs compiled for a TPU slice without one (libtpu), and the
+               bounds read from them: memory per chip, step time, compile time
 
 The other modules at this level are the command-line tools: ``python -m mutualnet_jax.main``
 (train, evaluate), ``.flops``, ``.select``, ``.compare``, ``.export``, ``.convert_torch``,
-``.bench``, ``.input_pipeline``, ``.controlled``, ``.referee``.
+``.bench``, ``.input_pipeline``, ``.controlled``, ``.referee``, ``.plan``.
 """
 
 from mutualnet_jax import compat

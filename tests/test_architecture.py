@@ -14,7 +14,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'mutualnet_jax'
 # at the top of the package) may import any folder. ``compat`` (mutualnet_jax/compat.py, every
 # old name) is a layer of one module at the bottom: it imports nothing of the package and every
 # layer may use it. See mutualnet_jax/__init__.py, which refers here.
-LAYERS = ('compat', 'models', 'runtime', 'data', 'config', 'training', 'evaluation', 'interop')
+LAYERS = ('compat', 'models', 'runtime', 'data', 'config', 'training', 'evaluation', 'interop',
+          'planning')
 
 
 def _module_name(path: pathlib.Path) -> str:
