@@ -206,3 +206,49 @@ def test_the_tool_refuses_a_bad_topology_before_compiling(capsys):
   with pytest.raises(SystemExit) as e:
     plan.main([f'--config={os.path.join(common.REPO, "configs", "demo.py")}', '--topology=v9-8', '--out=/tmp/unused'])
   assert e.value.code == 2 and 'v9' in capsys.readouterr().err
+
+
+# --- Channel alignment (a config's choice; the default is the reference's rule).
+
+def test_the_channel_divisor_is_the_references_8_unless_a_config_aligns_to_128():
+  from mutualnet_jax import models  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.config import checks, loading  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.evaluation import flops  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.models import slimmable  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  reference = lambda v: max(1, int(v + 4) // 8 * 8) + (8 if max(1, int(v + 4) // 8 * 8) < 0.9 * v
+                                                       else 0)
+  for v in (3, 8, 12, 19.2, 100, 179.2, 358.4, 1000):
+    assert slimmable.make_divisible(v) == reference(v)
+    assert slimmable.make_divisible(v, 4) <= reference(v) + 4
+  assert slimmable.make_divisible(179.2, 128) == 256    # never below 90%: up to the next 128
+  assert slimmable.make_divisible(89.6, 128) == reference(89.6)   # small layers keep 8
+  default = defaults.get_config()
+  assert default.channel_divisor == 8
+  assert models.from_config(default) == models.create('mobilenet_v1')   # as registered
+  small = defaults.get_config()
+  small.model = 'mobilenet_v1_small'
+  assert models.from_config(small).divisor == 4                          # its own rule kept
+  aligned = loading.checked(loading.load(os.path.join(common.REPO, 'configs',
+                                                      'mbv1_aligned.py')), data=False)
+  model = models.from_config(aligned)
+  widths = models.width_grid(aligned.width_lower, aligned.width_upper, aligned.width_step)
+  assert widths == (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+  last = []
+  for w in widths:
+    layers = flops.layers(model, w, 224)
+    assert all(l.cout % 128 == 0 for l in layers if l.kind == 'conv' and l.cout >= 128)
+    last.append(layers[-2].cout)                         # the last 1x1 conv: 1024 x width
+  assert last == [256, 384, 512, 640, 768, 896, 1024]
+  # Width 1.0 is the published network, the same parameters.
+  same = lambda m: [(l.cin, l.cout) for l in flops.layers(m, 1.0, 224)]
+  assert same(model) == same(models.create('mobilenet_v1'))
+  with pytest.raises(checks.ConfigError, match='channel_divisor'):
+    loading.checked(loading.load(os.path.join(common.REPO, 'configs', 'mbv2.py'),
+                                 ['channel_divisor=128']), data=False)
+  # A checkpoint from before the field: trained with 8, which it records as unchanged.
+  old = {'config': {k: v for k, v in checkpointing.trained_config(default).items()
+                    if k != 'channel_divisor'}}
+  assert checkpointing.config_changes(old, default) == ([], [])
+  changes, _ = checkpointing.config_changes(old, aligned)
+  assert 'channel_divisor: 8 -> 128' in changes

@@ -54,6 +54,13 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
   if decay_on not in defaults.WEIGHT_DECAY_ON:
     p.append(f'weight_decay_on: unknown {decay_on!r}; known: '
              f'{", ".join(defaults.WEIGHT_DECAY_ON)}')
+  divisor = config.get('channel_divisor', models.DEFAULT_DIVISOR)
+  if not isinstance(divisor, int) or divisor <= 0:
+    p.append(f'channel_divisor: {divisor!r} must be a positive integer')
+  elif divisor != models.DEFAULT_DIVISOR and config.model not in models.DIVISOR_MODELS:
+    p.append(f'channel_divisor: {divisor} is for the MobileNet v1 models '
+             f'({", ".join(models.DIVISOR_MODELS)}); {config.model} rounds channels to '
+             f'{models.DEFAULT_DIVISOR}')
   if config.num_classes <= 0:
     p.append(f'num_classes: {config.num_classes} must be positive')
   if config.global_batch_size <= 0:

@@ -31,6 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.width_step = 0.05          # grid of trainable/evaluated widths: lower, lower+step, ..., upper
   c.resolutions = (224, 192, 160, 128)   # the first is the highest; others must be <= it
   c.sync_bn = False            # reference: per-device batch statistics (DataParallel)
+  # Channels of a width round to multiples of this (reference: 8). 128 aligns the layers of at
+  # least 128 channels to a TPU's matrix units (configs/mbv1_aligned.py, docs/tpu_and_colab.md);
+  # MobileNet v1 models only (models.DIVISOR_MODELS).
+  c.channel_divisor = 8
 
   # Training method: 'mutualnet' (sandwich rule x resolution), 'usnet' (sandwich rule, highest
   # resolution only) or 'independent' (one width, one resolution, cross-entropy only).

@@ -84,13 +84,27 @@ def from_config(config, axis_name: Optional[str] = None, *,
   An ``independent`` run trains one width, which need not lie in [width_lower, width_upper]:
   its model accepts widths from ``independent_width`` up (parameters stay allocated at
   ``width_upper``, so its checkpoints have the shapes of the other methods' runs).
+
+  ``config.channel_divisor`` other than 8 (the reference's rule, which every registered model
+  keeps as it is registered) replaces the channel rounding of the models that take one
+  (:data:`DIVISOR_MODELS`).
   """
   lower = config.width_lower
   if config.get('method') == 'independent':
     lower = config.independent_width
+  kwargs = {}
+  divisor = int(config.get('channel_divisor', DEFAULT_DIVISOR))
+  if divisor != DEFAULT_DIVISOR:
+    kwargs['divisor'] = divisor
   return create(config.model, num_classes=config.num_classes, max_width=config.width_upper,
                 min_width=lower, layer_forms=config.xla_cpu.layer_forms, axis_name=axis_name,
-                dtype=compute_dtype(config, inference))
+                dtype=compute_dtype(config, inference), **kwargs)
+
+
+DEFAULT_DIVISOR = 8
+# The registered models whose channel rounding a config can change (``channel_divisor``).
+DIVISOR_MODELS = tuple(name for name, entry in REGISTRY.items()
+                       if getattr(entry, 'func', None) is MobileNetV1)
 
 
 def compute_dtype(config, inference: bool = False) -> str:
@@ -99,5 +113,5 @@ def compute_dtype(config, inference: bool = False) -> str:
   return (config.get('eval_dtype', '') or train) if inference else train
 
 
-__all__ = ['REGISTRY', 'COMPUTE_DTYPES', 'compute_dtype', 'create', 'from_config',
+__all__ = ['REGISTRY', 'COMPUTE_DTYPES', 'DEFAULT_DIVISOR', 'DIVISOR_MODELS', 'compute_dtype', 'create', 'from_config',
            'make_divisible', 'channels', 'MissingStatisticsError', 'width_grid', 'width_in_range']

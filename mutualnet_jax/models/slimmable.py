@@ -32,7 +32,14 @@ class MissingStatisticsError(ValueError):
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
-  """The reference channel rule: round to a multiple of 8, never below 90% of ``v``, min 1."""
+  """The reference channel rule: round to a multiple of 8, never below 90% of ``v``, min 1.
+
+  A divisor above 8 (``config.channel_divisor``: 128 aligns channels to a TPU's matrix units)
+  applies to layers of at least that many channels; a smaller layer keeps the reference's 8,
+  so no layer is padded up to the divisor.
+  """
+  if divisor > 8 and v < divisor:
+    divisor = 8
   new_v = max(1, int(v + divisor / 2) // divisor * divisor)
   if new_v < 0.9 * v:
     new_v += divisor

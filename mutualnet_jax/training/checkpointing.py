@@ -41,7 +41,11 @@ TRAINED_FIELDS = (
     'dataset', 'train_split', 'crop_scale', 'color_jitter', 'flip', 'shuffle_buffer',
     'digits_image_size', 'max_image_pixels',
     'global_batch_size', 'num_epochs', 'num_train_steps', 'base_lr', 'momentum', 'nesterov',
-    'weight_decay', 'warmup_epochs', 'seed', 'augment', 'weight_decay_on', 'compute_dtype')
+    'weight_decay', 'warmup_epochs', 'seed', 'augment', 'weight_decay_on', 'compute_dtype',
+    'channel_divisor')
+# Trained fields added after checkpoints began recording the config, with the value every
+# checkpoint written before them was trained with.
+ADDED_FIELDS = {'channel_divisor': 8}
 SAFE_FIELDS = (
     'xla_cpu', 'data_dir', 'image_folder', 'eval_split', 'eval_resize_ratio',
     'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',
@@ -98,10 +102,11 @@ def config_changes(found: Dict[str, Any], config) -> Tuple[List[str], List[str]]
     return [], list(trained_config(config))
   changes, unknown = [], []
   for k, new in trained_config(config).items():
-    if k not in saved:
+    old = saved.get(k, ADDED_FIELDS.get(k, saved))   # saved itself: not recorded
+    if old is saved:
       unknown.append(k)
-    elif saved[k] != new:
-      changes.append(f'{k}: {saved[k]!r} -> {new!r}')
+    elif old != new:
+      changes.append(f'{k}: {old!r} -> {new!r}')
   return changes, unknown
 
 
