@@ -6,7 +6,7 @@
 # Optional: CELLS="mbv1:v5e-8 mbv2:v4-8" to run those cells only.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-CELLS=${CELLS:-"mbv1:v5e-8 mbv1:v4-8 mbv2:v5e-8 resnet50:v5e-8 mbv1:v5p-8 mbv1:v6e-8 mbv2:v4-8 mbv2:v5p-8 mbv2:v6e-8 resnet50:v4-8 resnet50:v5p-8 resnet50:v6e-8"}
+CELLS=${CELLS:-"mbv1:v5e-8 mbv1_aligned:v5e-8 mbv1:v4-8 mbv2:v5e-8 resnet50:v5e-8 mbv1:v5p-8 mbv1:v6e-8 mbv2:v4-8 mbv2:v5p-8 mbv2:v6e-8 resnet50:v4-8 resnet50:v5p-8 resnet50:v6e-8"}
 for cell in $CELLS; do
   config=${cell%%:*}; slice=${cell##*:}
   out=docs/tpu_plans/${config}_${slice}
@@ -15,4 +15,5 @@ for cell in $CELLS; do
   /usr/bin/time -v python -m mutualnet_jax.plan --config=configs/$config.py --topology=$slice \
       --out=$out > /dev/null 2> >(grep -v '^[WIE][0-9]\|Source Location\|libtpu_init\|accelerator type\|^===\|worker hostname' >&2)
   echo "exit $? for $cell ($(date -u +%H:%M:%S))"
+  python -m mutualnet_jax.plan --summary=docs/tpu_plans > /dev/null   # docs/tpu_plans/README.md
 done

@@ -3,6 +3,10 @@
   python -m mutualnet_jax.plan --config=configs/mbv1.py --topology=v5e-8 --out=DIR \
       [--config.field=value ...] [--kernels=default|all|training] [--threads=N] \
       [--train_examples=N] [--peak_tflops=T] [--hbm_gib=G] [--hbm_gbps=B] [--ici_gbps=B]
+  python -m mutualnet_jax.plan --summary=DIR   # one table of every DIR/*/plan.json
+
+Exit status: 0 when the run fits, 1 when it does not (or a kernel failed to compile), 2 for a
+bad command line.
 
 Needs libtpu (``pip install 'jax[tpu]'``, the version the installed JAX pins). Writes
 ``DIR/plan.md``, ``DIR/plan.json`` and ``DIR/kernels.jsonl`` (one record per compiled kernel;
@@ -12,6 +16,7 @@ and what its numbers mean: :mod:`mutualnet_jax.planning.planner`, docs/tpu_and_c
 
 import functools
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -27,7 +32,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   s = functools.partial(flags.DEFINE_string, flag_values=fv)
   f = functools.partial(flags.DEFINE_float, flag_values=fv)
   loading.define_flag('Config file, optionally file.py:arg, with --config.field=value '
-                      'overrides.', flag_values=fv, sys_argv=argv)
+                      'overrides.', flag_values=fv, sys_argv=argv, required=False)
   s('topology', None, 'The slice: a Cloud TPU type (v5e-8, v4-8, v5p-8, v6e-8) or a libtpu '
     'topology (v5e:2x4, v4:2x2x1).')
   s('out', None, 'Folder for plan.md, plan.json and kernels.jsonl.')
@@ -47,11 +52,17 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   f('hbm_gbps', 0.0, 'HBM bandwidth per chip, GB/s (default: the chip table\'s).')
   f('ici_gbps', 0.0, 'ICI bandwidth per chip, GB/s (default: the chip table\'s).')
   flags.DEFINE_bool('json', False, 'Print plan.json instead of plan.md.', flag_values=fv)
-  flags.mark_flags_as_required(['topology', 'out'], flag_values=fv)
+  s('summary', '', 'Instead of planning: print one table of the plans in DIR/*/plan.json and '
+    'write it to DIR/README.md.')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = command_line.parse(define_flags, TOOL, argv, doc=__doc__)
+  if args.summary:
+    return summarize(args.summary)
+  missing = [f'--{n}' for n in ('config', 'topology', 'out') if not getattr(args, n)]
+  if missing:
+    command_line.usage_error(TOOL, f'{", ".join(missing)} required (or --summary=DIR)')
   from mutualnet_jax.planning import chips  # pylint: disable=g-import-not-at-top
   try:
     chips.slice_for(args.topology)
@@ -68,6 +79,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           hbm_gbps=args.hbm_gbps, ici_gbps=args.ici_gbps))
   print(json.dumps(plan, indent=1, default=float) if args.json else report.markdown(plan))
   return 0 if plan['fits'].get('fits') else 1
+
+
+def summarize(folder: str) -> int:
+  """The table of ``folder/*/plan.json`` (printed, and written to ``folder/README.md``)."""
+  from mutualnet_jax.planning import report  # pylint: disable=g-import-not-at-top
+  plans = {}
+  for name in sorted(os.listdir(folder)):
+    path = os.path.join(folder, name, 'plan.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        plans[name] = json.load(f)
+  text = (f'# TPU plans\n\nMade by `{TOOL}` (launch/tpu_plans.sh); each folder\'s plan.md has '
+          'its kernels. Bounds from programs compiled for the TPU on a host without one, '
+          'not measurements on a chip.\n\n' + report.summary(plans))
+  with open(os.path.join(folder, 'README.md'), 'w') as f:
+    f.write(text)
+  print(text)
+  return 0
 
 
 if __name__ == '__main__':

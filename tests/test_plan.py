@@ -121,7 +121,7 @@ def test_the_tiny_models_whole_grid_compiles_for_v5e_and_the_plan_resumes(tmp_pa
   planner, programs = _libtpu()
   config = tiny_config()
   assert layer_forms.resolve(config.xla_cpu.layer_forms) == 'xla_cpu'   # this host's choice
-  out = str(tmp_path / 'plan')
+  out = str(tmp_path / 'tiny')
   plan = planner.make_plan(config, 'v5e:2x2', out, kernels='all', threads=2, log=lambda m: None)
   assert plan['fits']['fits'] is True, plan['fits']
   assert plan['config']['layer_forms'] == 'native'     # the target's forms, not the host's
@@ -151,6 +151,12 @@ def test_the_tiny_models_whole_grid_compiles_for_v5e_and_the_plan_resumes(tmp_pa
     text = f.read()
   assert '**Fits**' in text and 'update (4 subnets)' in text
   assert 'nothing was run on a chip' in text
+
+  from mutualnet_jax import plan as tool  # pylint: disable=g-import-not-at-top
+  assert tool.main([f'--summary={tmp_path}']) == 0
+  with open(tmp_path / 'README.md') as f:
+    row, = [l for l in f if l.startswith('| tiny |')]
+  assert '| v5e:2x2 | yes (' in row
 
   # Run again: every kernel comes from kernels.jsonl, nothing compiles.
   def no_compile(*a, **k):

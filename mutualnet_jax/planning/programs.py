@@ -72,6 +72,9 @@ class Kernel:
 def target_topology(s: chips.Slice):
   """The slice's devices, as libtpu describes them (nothing is attached)."""
   os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')   # no metadata server off a TPU VM
+  # libtpu takes a lock file (/tmp/libtpu_lockfile) so that one process owns the chips; a
+  # deviceless compile owns none, and plans (and tests) may run side by side.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   try:
     devices = topologies.get_topology_desc(platform='tpu', topology_name=s.topology,

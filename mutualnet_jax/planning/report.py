@@ -101,3 +101,33 @@ def markdown(plan: Dict) -> str:
   if plan.get('kernels'):
     out += ['## Kernels', ''] + _kernel_rows(plan['kernels']) + ['']
   return '\n'.join(out)
+
+
+
+def summary(plans: Dict[str, Dict]) -> str:
+  """One row per plan (``{name: plan}``, e.g. the folders of ``launch/tpu_plans.sh``): fits,
+  batch limit, step bound, images/s per chip, MFU bound, memory-bound share of the step, the
+  grid's compile and 250 epochs' chip-hours."""
+  rows = ['| plan | slice | fits (GiB per chip) | batch/chip limit | step bound ms | '
+          'images/s per chip | MFU bound | memory-bound share of the step | grid compile, min '
+          '(threads) | 250 epochs, chip-hours |',
+          '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  for name, p in sorted(plans.items()):
+    f, s, b, g, r = (p.get(k) or {} for k in ('fits', 'step', 'batch_limit', 'grid_compile',
+                                              'run'))
+    fits = {True: 'yes', False: '**no**', None: 'failed'}[f.get('fits')]
+    if f.get('bytes'):
+      fits += f' ({f["bytes"] / GIB:.2f})'
+    limit = b.get('predicted_batch_per_chip')
+    limit = '' if limit is None else f'{limit}{"" if b.get("checked") else " (unchecked)"}'
+    cells = [name, p['topology']['name'], fits, limit]
+    if 'step_s' in s:
+      cells += [_ms(s['step_s']), f'{s["images_per_s_per_chip"]:.0f}', _pct(s['mfu_bound']),
+                _pct(s['memory_bound_share']),
+                f'{g["wall_s"] / 60:.0f} ({g["threads"]})' if g else '',
+                f'{250 * r["chip_hours_per_epoch"]:.0f}' if r.get('chip_hours_per_epoch')
+                else '']
+    else:
+      cells += [''] * 6
+    rows.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(rows) + '\n'
