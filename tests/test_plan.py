@@ -109,6 +109,33 @@ def test_the_batch_limit_is_the_line_through_two_compiled_batches():
   assert 'did not grow' in flat['reason'] and 'predicted_batch_per_chip' not in flat
 
 
+def test_the_batch_limit_is_checked_by_compiling_where_the_line_overshoots():
+  from mutualnet_jax.planning import planner  # pylint: disable=g-import-not-at-top
+  from mutualnet_jax.planning.programs import Kernel  # pylint: disable=g-import-not-at-top
+
+  class Stub:   # 4 chips; temporaries grow faster than linearly with the per-chip batch
+    n = 4
+    def resident_bytes(self, b):
+      return {'all': 1e4 * b / 4}
+  temp = lambda b_chip: 1e6 * b_chip + 2e3 * b_chip ** 2
+  records = planner._Records(None, 'fp')
+  compiled = []
+  def compile_one(k):
+    compiled.append(k.batch // 4)
+    records.add(k, {'hbm_bytes': {'temp': temp(k.batch // 4), 'code': 0}})
+    return records.records[k]
+  for b in (16, 32):
+    compile_one(Kernel('teacher', 1.0, 32, 4 * b))
+  chip = chips.with_overrides(chips.CHIPS['v5e'], hbm_gib=1.0)
+  true_limit = max(b for b in range(1, 5000) if 1e4 * b + temp(b) <= 2 ** 30)   # 504
+  got = planner._check_batch_limit(Stub(), records, chip, compile_one,
+                                   Kernel('teacher', 1.0, 32, 64), predicted=1000)
+  assert got['largest_fitting_batch_per_chip'] <= true_limit
+  assert got['largest_fitting_batch_per_chip'] >= 0.9 * true_limit
+  assert got['smallest_failing_batch_per_chip'] > true_limit and got['checked'] is False
+  assert compiled[2] == 1000 and len(compiled) <= 5
+
+
 def test_auto_layer_forms_follow_the_target_not_the_host():
   assert layer_forms.resolve('auto', backend='tpu') == 'native'
   assert layer_forms.resolve('auto', backend='cpu') == 'xla_cpu'

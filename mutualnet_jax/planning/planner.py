@@ -207,13 +207,8 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
   plan['step'] = estimate.step(programs, records.records, chip, num_steps)
   plan['batch_limit'] = limit = estimate.batch_limit(programs, records.records, chip)
   if limit.get('predicted_batch_per_chip', 0) * target.num_chips > c.global_batch_size:
-    check = compile_one(Kernel('teacher', train[0].width, train[0].resolution,
-                               limit['predicted_batch_per_chip'] * target.num_chips))
-    peak_at = (sum(programs.resident_bytes(check['kernel']['batch']).values()) +
-               check['hbm_bytes']['temp'] + check['hbm_bytes']['code']
-               if 'hbm_bytes' in check else None)
-    limit['checked'] = peak_at is not None and peak_at <= chip.hbm_bytes
-    limit['checked_peak_bytes'] = peak_at
+    limit.update(_check_batch_limit(programs, records, chip, compile_one, train[0],
+                                    limit['predicted_batch_per_chip']))
   plan['run'] = estimate.run(plan['step'].get('step_s'), total_steps, steps_per_epoch,
                              target.num_chips)
   plan['grid_compile'] = estimate.grid_compile(
@@ -235,6 +230,50 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
   if failed:
     verdict['failed'] = [f'{r["name"]}: {r.get("error")}' for r in failed]
   return finish(verdict)
+
+
+def _check_batch_limit(programs: Programs, records: '_Records', chip: chips.Chip,
+                       compile_one: Callable[[Kernel], Dict], teacher: Kernel,
+                       predicted: int, checks: int = 3) -> Dict:
+  """Compile the teacher at the predicted per-chip batch limit and refine: XLA's temporaries
+  grow faster than linearly at large batches, so the line through two batches can overshoot.
+  Up to ``checks`` compiles, each at the batch where the line through the two compiled points
+  nearest the HBM size crosses it (halfway when the compiler itself ran out of memory). The
+  result: the largest per-chip batch compiled and seen to fit, and the smallest seen not to."""
+  n = programs.n
+
+  def peak(b: int) -> Optional[float]:
+    r = records.records.get(Kernel('teacher', teacher.width, teacher.resolution, b * n))
+    if r is None or 'hbm_bytes' not in r:
+      return None
+    return (sum(programs.resident_bytes(b * n).values()) + r['hbm_bytes']['temp'] +
+            r['hbm_bytes']['code'])
+
+  base = teacher.batch // n
+  fits, fails, b = base, None, predicted
+  for _ in range(checks):
+    if b <= fits or (fails is not None and b >= fails):
+      break
+    compile_one(Kernel('teacher', teacher.width, teacher.resolution, b * n))
+    at = peak(b)
+    if at is not None and at <= chip.hbm_bytes:
+      fits = b
+    else:
+      fails = b
+    known = sorted((x, peak(x)) for x in {base, 2 * base, fits, *(() if fails is None else
+                                                                    (fails,))}
+                   if peak(x) is not None)
+    below = [p for p in known if p[1] <= chip.hbm_bytes]
+    above = [p for p in known if p[1] > chip.hbm_bytes]
+    if below and above:
+      (x0, y0), (x1, y1) = below[-1], above[0]
+      b = int(x0 + (chip.hbm_bytes - y0) * (x1 - x0) / (y1 - y0))
+    elif fails is not None:
+      b = (fits + fails) // 2
+    else:
+      b = 2 * b
+  return {'largest_fitting_batch_per_chip': fits, 'smallest_failing_batch_per_chip': fails,
+          'checked': fits >= predicted}
 
 
 _KIND_ORDER = ('teacher', 'student', 'update', 'state', 'calibrate', 'evaluate', 'latency')

@@ -78,13 +78,16 @@ def markdown(plan: Dict) -> str:
             f'all-reduce carries {s["gradient_bytes"] / 2 ** 20:.1f} MiB per chip.', '']
   b = plan.get('batch_limit', {})
   if 'predicted_batch_per_chip' in b:
-    checked = b.get('checked')
-    check = ('checked: the teacher compiled at it fits' if checked else
-             'checked: the teacher compiled at it does **not** fit, so the limit is lower'
-             if checked is False else 'not above the config\'s batch')
-    out += [f'Largest batch per chip that fits, predicted: **{b["predicted_batch_per_chip"]}** '
-            f'({b["bytes_per_image"] / 2 ** 20:.2f} MiB per image, '
-            f'{b["fixed_bytes"] / GIB:.2f} GiB fixed; {b["method"]}; {check}).', '']
+    fits = b.get('largest_fitting_batch_per_chip')
+    fails = b.get('smallest_failing_batch_per_chip')
+    check = ('' if fits is None else
+             f'; compiled at larger batches: {fits} per chip fits' +
+             (f', {fails} does not' if fails else ''))
+    shown = fits if fits is not None else b['predicted_batch_per_chip']
+    out += [f'Largest batch per chip that fits: **{shown}**'
+            f' (the line through two compiled batches predicted {b["predicted_batch_per_chip"]}:'
+            f' {b["bytes_per_image"] / 2 ** 20:.2f} MiB per image, '
+            f'{b["fixed_bytes"] / GIB:.2f} GiB fixed, {b["method"]}{check}).', '']
   elif b.get('reason'):
     out += [f'Largest batch per chip: not predicted ({b["reason"]}).', '']
   r = plan.get('run', {})
@@ -118,8 +121,8 @@ def summary(plans: Dict[str, Dict]) -> str:
     fits = {True: 'yes', False: '**no**', None: 'failed'}[f.get('fits')]
     if f.get('bytes'):
       fits += f' ({f["bytes"] / GIB:.2f})'
-    limit = b.get('predicted_batch_per_chip')
-    limit = '' if limit is None else f'{limit}{"" if b.get("checked") else " (unchecked)"}'
+    limit = b.get('largest_fitting_batch_per_chip', b.get('predicted_batch_per_chip'))
+    limit = '' if limit is None else f'{limit}{"" if "checked" in b else " (predicted)"}'
     cells = [name, p['topology']['name'], fits, limit]
     if 'step_s' in s:
       cells += [_ms(s['step_s']), f'{s["images_per_s_per_chip"]:.0f}', _pct(s['mfu_bound']),
