@@ -1,7 +1,7 @@
 """Command line: compile a config's run for a TPU slice on a host without one, and plan it.
 
   python -m mutualnet_jax.plan --config=configs/mbv1.py --topology=v5e-8 --out=DIR \
-      [--config.field=value ...] [--kernels=default|all|training] [--threads=N] \
+      [--config.field=value ...] [--kernels=default|training_grid|all] [--threads=N] \
       [--train_examples=N] [--peak_tflops=T] [--hbm_gib=G] [--hbm_gbps=B] [--ici_gbps=B]
   python -m mutualnet_jax.plan --summary=DIR   # one table of every DIR/*/plan.json
 
@@ -36,11 +36,11 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]):
   s('topology', None, 'The slice: a Cloud TPU type (v5e-8, v4-8, v5p-8, v6e-8) or a libtpu '
     'topology (v5e:2x4, v4:2x2x1).')
   s('out', None, 'Folder for plan.md, plan.json and kernels.jsonl.')
-  flags.DEFINE_enum('kernels', 'default', ['default', 'all', 'training'], "default: the "
+  flags.DEFINE_enum('kernels', 'default', ['default', 'training_grid', 'all'], "default: the "
                     "teacher, the first steps' students and a spread over the grid, the update, "
-                    'the state, one kernel of each evaluation kind; all: the whole training '
-                    'and evaluation grid; training: default without evaluation.',
-                    flag_values=fv)
+                    'the state, one kernel of each evaluation kind; training_grid: every '
+                    'training kernel and one of each evaluation kind; all: the whole training '
+                    'and evaluation grid.', flag_values=fv)
   flags.DEFINE_integer('threads', 0, 'Compile threads (default: this host\'s cores).',
                        flag_values=fv)
   flags.DEFINE_integer('train_examples', 0, 'Training examples, for the run\'s length '

@@ -35,7 +35,7 @@ CHIPS: Dict[str, Chip] = {c.name: c for c in (
     Chip('v4', 'TPU v4', 275.0, 32.0, 1200.0, 600.0, 128, True),
     Chip('v5e', 'TPU v5 lite', 197.0, 16.0, 819.0, 400.0, 128, False),
     Chip('v5p', 'TPU v5', 459.0, 95.0, 2765.0, 1200.0, 128, True),
-    Chip('v6e', 'TPU v6 lite', 918.0, 32.0, 1640.0, 800.0, 256, False),
+    Chip('v6e', 'TPU v6 lite', 918.0, 32.0, 1638.0, 800.0, 256, False),
 )}
 ALIASES = {'v5litepod': 'v5e', 'v5lite': 'v5e', 'v6': 'v6e'}
 

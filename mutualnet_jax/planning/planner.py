@@ -43,7 +43,10 @@ from mutualnet_jax.runtime import parallel
 # Training examples of the splits the configs name, for the run's length when no data is read.
 TRAIN_EXAMPLES = {'imagenet2012': 1_281_167, 'cifar10': 50_000, 'cifar100': 50_000,
                   'food101': 75_750, 'fashion_mnist': 60_000, 'mnist': 60_000}
-KERNEL_SETS = ('default', 'all', 'training')
+# default: the teacher, the first steps' students and a spread over the grid, the update, the
+# state, one kernel of each evaluation kind; training_grid: every training kernel and one of
+# each evaluation kind; all: every training and evaluation kernel.
+KERNEL_SETS = ('default', 'training_grid', 'all')
 
 
 def _version(name: str) -> str:
@@ -159,9 +162,8 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
     return finish({'fits': False, 'what': 'resident buffers', 'bytes': sum(resident.values()),
                    'detail': parts})
 
-  train = training_kernels(c, draws_steps, everything=kernels == 'all')
-  evals = [] if kernels == 'training' else (
-      evaluation_grid_kernels(c) if kernels == 'all' else evaluation_kernels(c))
+  train = training_kernels(c, draws_steps, everything=kernels != 'default')
+  evals = evaluation_grid_kernels(c) if kernels == 'all' else evaluation_kernels(c)
 
   def compile_one(k: Kernel) -> Dict:
     if k in records.records:
