@@ -236,12 +236,13 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
 
 def _check_batch_limit(programs: Programs, records: '_Records', chip: chips.Chip,
                        compile_one: Callable[[Kernel], Dict], teacher: Kernel,
-                       predicted: int, checks: int = 3) -> Dict:
+                       predicted: int, checks: int = 4) -> Dict:
   """Compile the teacher at the predicted per-chip batch limit and refine: XLA's temporaries
-  grow faster than linearly at large batches, so the line through two batches can overshoot.
-  Up to ``checks`` compiles, each at the batch where the line through the two compiled points
-  nearest the HBM size crosses it (halfway when the compiler itself ran out of memory). The
-  result: the largest per-chip batch compiled and seen to fit, and the smallest seen not to."""
+  grow faster than linearly at large batches, so the line through two batches overshoots.
+  Up to ``checks`` compiles: the first at the prediction, each next where the line through the
+  last two compiled batches reaches 98% of the HBM (a secant step, kept inside the bracket of
+  the largest batch seen to fit and the smallest seen not to; halfway when the compiler itself
+  ran out of memory). Returns those two batches."""
   n = programs.n
 
   def peak(b: int) -> Optional[float]:
@@ -253,6 +254,7 @@ def _check_batch_limit(programs: Programs, records: '_Records', chip: chips.Chip
 
   base = teacher.batch // n
   fits, fails, b = base, None, predicted
+  trail = [(x, peak(x)) for x in (base, 2 * base) if peak(x) is not None]
   for _ in range(checks):
     if b <= fits or (fails is not None and b >= fails):
       break
@@ -262,18 +264,18 @@ def _check_batch_limit(programs: Programs, records: '_Records', chip: chips.Chip
       fits = b
     else:
       fails = b
-    known = sorted((x, peak(x)) for x in {base, 2 * base, fits, *(() if fails is None else
-                                                                    (fails,))}
-                   if peak(x) is not None)
-    below = [p for p in known if p[1] <= chip.hbm_bytes]
-    above = [p for p in known if p[1] > chip.hbm_bytes]
-    if below and above:
-      (x0, y0), (x1, y1) = below[-1], above[0]
-      b = int(x0 + (chip.hbm_bytes - y0) * (x1 - x0) / (y1 - y0))
-    elif fails is not None:
+    if at is None:            # the compiler ran out of memory: no point to draw a line through
       b = (fits + fails) // 2
+      continue
+    trail.append((b, at))
+    (x0, y0), (x1, y1) = trail[-2], trail[-1]
+    target = 0.98 * chip.hbm_bytes
+    if y1 != y0:
+      b = int(x1 + (target - y1) * (x1 - x0) / (y1 - y0))
     else:
-      b = 2 * b
+      b = (fits + (fails or 2 * b)) // 2
+    if fails is not None and not fits < b < fails:
+      b = (fits + fails) // 2
   return {'largest_fitting_batch_per_chip': fits, 'smallest_failing_batch_per_chip': fails,
           'checked': fits >= predicted}
 
