@@ -93,7 +93,7 @@ def step(programs: Programs, records: Records, chip: chips.Chip, num_steps: int)
   students_drawn = sum(len(d) - 1 for d in draws)
   return {
       'step_s': t, 'teacher_s': t_teacher, 'update_s': t_update, 'all_reduce_s': t_reduce,
-      'students_s': t - t_teacher - t_update - t_reduce,
+      'students_s': max(0.0, t - t_teacher - t_update - t_reduce),
       'images_per_s_per_chip': b / programs.n / t,
       'mfu_bound': statistics.fmean(model_flops) / (programs.n * chip.peak_tflops * 1e12 * t),
       'memory_bound_share': statistics.fmean(memory_bound),
