@@ -237,7 +237,8 @@ def test_a_batch_that_cannot_fit_is_reported_by_name_before_anything_else_compil
 def test_the_tool_refuses_a_bad_topology_before_compiling(capsys):
   from mutualnet_jax import plan  # pylint: disable=g-import-not-at-top
   with pytest.raises(SystemExit) as e:
-    plan.main([f'--config={os.path.join(common.REPO, "configs", "demo.py")}', '--topology=v9-8', '--out=/tmp/unused'])
+    plan.main([f'--config={os.path.join(common.REPO, "configs", "demo.py")}', '--topology=v9-8',
+               '--out=/tmp/unused'])
   assert e.value.code == 2 and 'v9' in capsys.readouterr().err
 
 

@@ -107,6 +107,16 @@ def markdown(plan: Dict) -> str:
 
 
 
+def _limit_cell(b: Dict) -> str:
+  """The batch limit as known: a bracket of compiled batches, or the line's prediction."""
+  fits, fails = b.get('largest_fitting_batch_per_chip'), b.get('smallest_failing_batch_per_chip')
+  if fits is not None:
+    return f'{fits}' if fails is None else f'{fits} fits, {fails} not'
+  if 'predicted_batch_per_chip' in b:
+    return f'{b["predicted_batch_per_chip"]} (predicted)'
+  return ''
+
+
 def summary(plans: Dict[str, Dict]) -> str:
   """One row per plan (``{name: plan}``, e.g. the folders of ``launch/tpu_plans.sh``): fits,
   batch limit, step bound, images/s per chip, MFU bound, memory-bound share of the step, the
@@ -121,8 +131,7 @@ def summary(plans: Dict[str, Dict]) -> str:
     fits = {True: 'yes', False: '**no**', None: 'failed'}[f.get('fits')]
     if f.get('bytes'):
       fits += f' ({f["bytes"] / GIB:.2f})'
-    limit = b.get('largest_fitting_batch_per_chip', b.get('predicted_batch_per_chip'))
-    limit = '' if limit is None else f'{limit}{"" if "checked" in b else " (predicted)"}'
+    limit = _limit_cell(b)
     cells = [name, p['topology']['name'], fits, limit]
     if 'step_s' in s:
       cells += [_ms(s['step_s']), f'{s["images_per_s_per_chip"]:.0f}', _pct(s['mfu_bound']),
