@@ -123,7 +123,7 @@ def summary(plans: Dict[str, Dict]) -> str:
   grid's compile and 250 epochs' chip-hours."""
   rows = ['| plan | slice | fits (GiB per chip) | batch/chip limit | step bound ms | '
           'images/s per chip | MFU bound | memory-bound share of the step | grid compile, min '
-          '(threads) | 250 epochs, chip-hours |',
+          '(one thread) | 250 epochs, chip-hours |',
           '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
   for name, p in sorted(plans.items()):
     f, s, b, g, r = (p.get(k) or {} for k in ('fits', 'step', 'batch_limit', 'grid_compile',
@@ -136,7 +136,7 @@ def summary(plans: Dict[str, Dict]) -> str:
     if 'step_s' in s:
       cells += [_ms(s['step_s']), f'{s["images_per_s_per_chip"]:.0f}', _pct(s['mfu_bound']),
                 _pct(s['memory_bound_share']),
-                f'{g["wall_s"] / 60:.0f} ({g["threads"]})' if g else '',
+                f'{g["total_s"] / 60:.0f}' if g else '',
                 f'{250 * r["chip_hours_per_epoch"]:.0f}' if r.get('chip_hours_per_epoch')
                 else '']
     else:
