@@ -48,6 +48,7 @@ from absl import flags
 
 from mutualnet_jax import compat
 from mutualnet_jax.config import loading
+from mutualnet_jax.planning import chips
 from mutualnet_jax.runtime import command_line
 
 
@@ -202,9 +203,9 @@ PEAK_TFLOPS = {
     'NVIDIA H200': {'float32': 494.7, 'bfloat16': 989.4},             # H200 SXM: H100's cores
     'NVIDIA A100-SXM4-40GB': {'float32': 156.0, 'bfloat16': 312.0},
     'NVIDIA A100-SXM4-80GB': {'float32': 156.0, 'bfloat16': 312.0},
-    'TPU v4': {'float32': 275.0, 'bfloat16': 275.0},
-    'TPU v5 lite': {'float32': 197.0, 'bfloat16': 197.0},
-    'TPU v6 lite': {'float32': 918.0, 'bfloat16': 918.0},
+    # The TPUs: the TPU plan's chip table (planning/chips.py), one place for their peaks.
+    **{c.device_kind: {'float32': c.peak_tflops, 'bfloat16': c.peak_tflops}
+       for c in chips.CHIPS.values()},
 }
 
 

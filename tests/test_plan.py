@@ -113,8 +113,11 @@ def test_the_batch_limit_is_checked_by_compiling_where_the_line_overshoots():
   from mutualnet_jax.planning import planner  # pylint: disable=g-import-not-at-top
   from mutualnet_jax.planning.programs import Kernel  # pylint: disable=g-import-not-at-top
 
+  from mutualnet_jax.planning.programs import Programs  # pylint: disable=g-import-not-at-top
+
   class Stub:   # 4 chips; temporaries grow faster than linearly with the per-chip batch
     n = 4
+    peak_bytes = Programs.peak_bytes
     def resident_bytes(self, b):
       return {'all': 1e4 * b / 4}
   temp = lambda b_chip: 1e6 * b_chip + 2e3 * b_chip ** 2

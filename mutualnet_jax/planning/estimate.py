@@ -13,7 +13,7 @@ import statistics
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from mutualnet_jax.planning import chips
-from mutualnet_jax.planning.programs import Kernel, Programs
+from mutualnet_jax.planning.programs import EVALUATION_KINDS, Kernel, Programs
 from mutualnet_jax.training import mutualnet
 
 Records = Dict[Kernel, Dict]
@@ -60,10 +60,6 @@ def student_costs(programs: Programs, records: Records,
   return out
 
 
-def _time(flops: float, nbytes: float, chip: chips.Chip) -> Tuple[float, str]:
-  return chips.roofline_s(flops, nbytes, chip)
-
-
 def step(programs: Programs, records: Records, chip: chips.Chip, num_steps: int) -> Dict:
   """The expected step over the draws of steps ``0..num_steps-1`` (the draws are a pure
   function of the seed and step, so these are the run's own)."""
@@ -75,15 +71,15 @@ def step(programs: Programs, records: Records, chip: chips.Chip, num_steps: int)
   if not teacher or 'flops' not in teacher or not update or 'flops' not in update:
     return {'error': 'the teacher or the update did not compile'}
   students = student_costs(programs, records, [s for d in draws for s in d[1:]])
-  t_teacher, bound_teacher = _time(teacher['flops'], teacher['bytes_accessed'], chip)
-  t_update, bound_update = _time(update['flops'], update['bytes_accessed'], chip)
+  t_teacher, bound_teacher = chips.roofline_s(teacher['flops'], teacher['bytes_accessed'], chip)
+  t_update, bound_update = chips.roofline_s(update['flops'], update['bytes_accessed'], chip)
   t_reduce = chips.all_reduce_s(programs.gradient_bytes(), programs.n, chip)
   times, memory_bound, model_flops, interpolated = [], [], [], 0
   for d in draws:
     parts = [(t_teacher, bound_teacher), (t_update, bound_update)]
     for s in d[1:]:
       cost = students[(s.width, s.resolution)]
-      parts.append(_time(cost['flops'], cost['bytes_accessed'], chip))
+      parts.append(chips.roofline_s(cost['flops'], cost['bytes_accessed'], chip))
       interpolated += cost['source'] == 'interpolated'
     total = sum(t for t, _ in parts) + t_reduce
     times.append(total)
@@ -157,7 +153,7 @@ def grid_compile(programs: Programs, records: Records, eval_kernels: List[Kernel
       estimated, n_estimated = estimated + cost['compile_s'], n_estimated + 1
   per_kind = {}
   for k, r in records.items():
-    if k.kind in ('calibrate', 'evaluate', 'latency') and 'compile_s' in r:
+    if k.kind in EVALUATION_KINDS and 'compile_s' in r:
       per_kind.setdefault((k.kind, k.batch), []).append(r['compile_s'])
   for k in eval_kernels:
     if k in records and 'compile_s' in records[k]:

@@ -8,8 +8,8 @@
 2. the teacher, the largest training kernel, compiled first: a batch whose activations do
    not fit is reported by the compiler here, by name, and nothing else is compiled;
 3. the rest on ``threads`` threads: the students (the first steps' draws and a spread over the
-   grid, or ``everything``), the update, the state's creation, the teacher at half the batch
-   (for the batch limit), and one kernel of each evaluation kind (``everything``: the grid);
+   grid, or ``everything``), the update, the state's creation, the teacher at twice the batch
+   (for the batch limit, refined by compiling it where the limit is predicted), and one kernel of each evaluation kind (``everything``: the grid);
 4. the step, the run and the grid's compile time from them (:mod:`.estimate`).
 
 Every compiled kernel's record is appended to ``OUT/kernels.jsonl`` as it finishes, under a
@@ -184,7 +184,7 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
     log(f'{"does not fit" if verdict["fits"] is False else "failed"}: {train[0].name}: '
         f'{verdict["detail"]}; nothing else compiled')
     return finish(verdict)
-  peak = sum(resident.values()) + teacher['hbm_bytes']['temp'] + teacher['hbm_bytes']['code']
+  peak = programs.peak_bytes(teacher, c.global_batch_size)
   if peak > chip.hbm_bytes:
     log(f'does not fit: resident buffers + {train[0].name}\'s temporaries need {_gib(peak)} '
         f'per chip of {chip.hbm_gib:g} GiB; nothing else compiled')
@@ -218,9 +218,9 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
   plan['memory_bound_kernels'] = sum(r.get('bound') == 'memory' for r in
                                      records.records.values()) / max(1, len(records.records))
   b = c.global_batch_size
-  step_peak = sum(resident.values()) + max(
-      r['hbm_bytes']['temp'] + r['hbm_bytes']['code'] for k, r in records.records.items()
-      if k.kind in ('teacher', 'student', 'update') and k.batch == b and 'hbm_bytes' in r)
+  step_peak = max(programs.peak_bytes(r, b) for k, r in records.records.items()
+                  if k.kind in ('teacher', 'student', 'update') and k.batch == b and
+                  'hbm_bytes' in r)
   plan['step_peak_bytes'] = step_peak
   verdict = {'fits': step_peak <= chip.hbm_bytes, 'bytes': step_peak,
              'what': 'the step (resident buffers + the largest training kernel\'s '
@@ -234,7 +234,7 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
   return finish(verdict)
 
 
-def _check_batch_limit(programs: Programs, records: '_Records', chip: chips.Chip,
+def _check_batch_limit(programs: Programs, records: _Records, chip: chips.Chip,
                        compile_one: Callable[[Kernel], Dict], teacher: Kernel,
                        predicted: int, checks: int = 4) -> Dict:
   """Compile the teacher at the predicted per-chip batch limit and refine: XLA's temporaries
@@ -247,10 +247,7 @@ def _check_batch_limit(programs: Programs, records: '_Records', chip: chips.Chip
 
   def peak(b: int) -> Optional[float]:
     r = records.records.get(Kernel('teacher', teacher.width, teacher.resolution, b * n))
-    if r is None or 'hbm_bytes' not in r:
-      return None
-    return (sum(programs.resident_bytes(b * n).values()) + r['hbm_bytes']['temp'] +
-            r['hbm_bytes']['code'])
+    return None if r is None or 'hbm_bytes' not in r else programs.peak_bytes(r, b * n)
 
   base = teacher.batch // n
   fits, fails, b = base, None, predicted

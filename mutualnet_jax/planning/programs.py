@@ -31,6 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from mutualnet_jax import models
+from mutualnet_jax.data import grids
 from mutualnet_jax.evaluation import calibration
 from mutualnet_jax.evaluation import evaluator
 from mutualnet_jax.evaluation import flops
@@ -42,7 +43,6 @@ from mutualnet_jax.training import optim
 from mutualnet_jax.training import step_kernels
 
 DATA = parallel.DATA
-TRAINING_KINDS = ('state', 'teacher', 'student', 'update')
 EVALUATION_KINDS = ('calibrate', 'evaluate', 'latency')
 # What libtpu's compiler says when a program does not fit in HBM.
 _OUT_OF_MEMORY = re.compile(r'RESOURCE_EXHAUSTED|[Oo]ut of memory|exceeds? .*memory')
@@ -142,10 +142,16 @@ class Programs:
     nbytes = lambda t: float(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t)))
     state = jax.eval_shape(functools.partial(step_kernels.initial_state,
                                              optimizer=self.optimizer), self.params_shape)
-    images = sum(3 * 4 * r * r for r in mutualnet_resolutions(c)) + 4   # float32, + label
+    images = sum(3 * 4 * r * r for r in grids.train_resolutions(c)) + 4   # float32, + label
     return {'train_state': nbytes(state), 'gradients': nbytes(self.params_shape),
             'soft_targets': 4.0 * c.num_classes * b,
             'batches': (int(c.prefetch_batches) + 1) * images * b}
+
+  def peak_bytes(self, record: Dict, global_batch: int) -> float:
+    """Per chip, a step at ``global_batch`` whose largest kernel is ``record``'s: the resident
+    buffers plus that kernel's temporaries and code."""
+    m = record['hbm_bytes']
+    return sum(self.resident_bytes(global_batch).values()) + m['temp'] + m['code']
 
   def gradient_bytes(self) -> float:
     """Bytes per chip of the step's one all-reduce (gradients, losses and flags, float32)."""
@@ -240,12 +246,6 @@ class Programs:
       k.close()
 
 
-def mutualnet_resolutions(config) -> List[int]:
-  """The resolutions a training batch carries (the input pipeline makes each of them)."""
-  from mutualnet_jax.data import grids  # pylint: disable=g-import-not-at-top
-  return list(grids.train_resolutions(config))
-
-
 @functools.lru_cache(maxsize=None)
 def _macs(model, width: float, resolution: int) -> int:
   return flops.count(model, width, resolution)[0]
@@ -294,7 +294,6 @@ def training_kernels(config, draws_steps: int = 2, sample: bool = True,
 def evaluation_kernels(config) -> List[Kernel]:
   """One kernel of each evaluation kind, at the grid's largest configuration (widest, highest
   resolution), with the config's batch sizes."""
-  from mutualnet_jax.data import grids  # pylint: disable=g-import-not-at-top
   widths, resolutions = grids.eval_grid(config)
   w, r = max(widths), max(resolutions)
   out = [Kernel('calibrate', w, r, int(config.calib_batch_size)),
@@ -305,7 +304,6 @@ def evaluation_kernels(config) -> List[Kernel]:
 
 def evaluation_grid_kernels(config) -> List[Kernel]:
   """Every evaluation kernel of the query table's grid (``--kernels=all``)."""
-  from mutualnet_jax.data import grids  # pylint: disable=g-import-not-at-top
   widths, resolutions = grids.eval_grid(config)
   out = []
   for r in resolutions:
