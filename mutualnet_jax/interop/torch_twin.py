@@ -60,9 +60,9 @@ class TorchTwin:
     if config.get('compute_dtype', 'float32') != 'float32':
       raise ValueError(f'the twin computes in float32; referee a float32 run, not '
                        f'compute_dtype={config.compute_dtype!r}')
-    if config.get('channel_divisor', 8) != 8:
-      raise ValueError('the twin rounds channels to 8 (the reference); referee a run with '
-                       f'channel_divisor=8, not {config.channel_divisor}')
+    if config.get('channel_divisor', models.DEFAULT_DIVISOR) != models.DEFAULT_DIVISOR:
+      raise ValueError('the twin rounds channels as the reference does; referee a run with '
+                       f'channel_divisor={models.DEFAULT_DIVISOR}, not {config.channel_divisor}')
     self.config, self.shards = config, shards
     self.model = torch_models.like(config.model, num_classes=config.num_classes,
                                    max_width=config.width_upper,

@@ -50,6 +50,12 @@ REGISTRY: Dict[str, Callable[..., nn.Module]] = {
                                                 stem_stride=1),
 }
 
+# The reference's channel rounding, and the registered models whose rounding a config can change
+# (``channel_divisor``).
+DEFAULT_DIVISOR = 8
+DIVISOR_MODELS = tuple(name for name, entry in REGISTRY.items()
+                       if getattr(entry, 'func', None) is MobileNetV1)
+
 
 def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwargs) -> nn.Module:
   """The registered module ``name``, with parameters allocated at ``max_width``.
@@ -101,17 +107,11 @@ def from_config(config, axis_name: Optional[str] = None, *,
                 dtype=compute_dtype(config, inference), **kwargs)
 
 
-DEFAULT_DIVISOR = 8
-# The registered models whose channel rounding a config can change (``channel_divisor``).
-DIVISOR_MODELS = tuple(name for name, entry in REGISTRY.items()
-                       if getattr(entry, 'func', None) is MobileNetV1)
-
-
 def compute_dtype(config, inference: bool = False) -> str:
   """The dtype the config's network computes in: training's, or inference's (see from_config)."""
   train = config.get('compute_dtype', 'float32')
   return (config.get('eval_dtype', '') or train) if inference else train
 
 
-__all__ = ['REGISTRY', 'COMPUTE_DTYPES', 'DEFAULT_DIVISOR', 'DIVISOR_MODELS', 'compute_dtype', 'create', 'from_config',
-           'make_divisible', 'channels', 'MissingStatisticsError', 'width_grid', 'width_in_range']
+__all__ = ['REGISTRY', 'COMPUTE_DTYPES', 'DEFAULT_DIVISOR', 'DIVISOR_MODELS', 'compute_dtype',
+           'create', 'from_config', 'make_divisible', 'channels', 'MissingStatisticsError', 'width_grid', 'width_in_range']

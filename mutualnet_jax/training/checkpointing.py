@@ -45,7 +45,7 @@ TRAINED_FIELDS = (
     'channel_divisor')
 # Trained fields added after checkpoints began recording the config, with the value every
 # checkpoint written before them was trained with.
-ADDED_FIELDS = {'channel_divisor': 8}
+ADDED_FIELDS = {'channel_divisor': models.DEFAULT_DIVISOR}
 SAFE_FIELDS = (
     'xla_cpu', 'data_dir', 'image_folder', 'eval_split', 'eval_resize_ratio',
     'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',
@@ -102,10 +102,14 @@ def config_changes(found: Dict[str, Any], config) -> Tuple[List[str], List[str]]
     return [], list(trained_config(config))
   changes, unknown = [], []
   for k, new in trained_config(config).items():
-    old = saved.get(k, ADDED_FIELDS.get(k, saved))   # saved itself: not recorded
-    if old is saved:
+    if k in saved:
+      old = saved[k]
+    elif k in ADDED_FIELDS:
+      old = ADDED_FIELDS[k]
+    else:
       unknown.append(k)
-    elif old != new:
+      continue
+    if old != new:
       changes.append(f'{k}: {old!r} -> {new!r}')
   return changes, unknown
 
