@@ -46,6 +46,17 @@ def test_eval_scalars_reach_tensorboard_and_training_is_unchanged(tmp_path):
   top1, top5 = scalars['eval/top1/w1.0_r16'], scalars['eval/top5/w1.0_r16']
   assert all(top5[s] >= top1[s] for s in top1)
   assert 'loss/teacher' in scalars   # the training scalars are still there
+  # compile_wait_s at every step that used a kernel for the first time (issue 43), only there.
+  from mutualnet_jax.training import mutualnet  # pylint: disable=g-import-not-at-top
+  seen, first_use = set(), []
+  for t in range(4):
+    draw = set(mutualnet.draw_subnets(common.tiny_config(), t))
+    if draw - seen:
+      first_use.append(t + 1)
+    seen |= draw
+  waits = scalars['compile_wait_s']
+  assert sorted(waits) == first_use and first_use[0] == 1, (sorted(waits), first_use)
+  assert waits[1] > 0 and all(w >= 0 for w in waits.values())
   without = _scalars(str(tmp_path / 'without'))
   assert not [t for t in without if t.startswith('eval/')]
   assert np.isfinite(list(top1.values())).all()

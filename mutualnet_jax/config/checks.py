@@ -47,6 +47,12 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
   if targets not in defaults.STUDENT_TARGETS:
     p.append(f'student_targets: unknown {targets!r}; known: '
              f'{", ".join(defaults.STUDENT_TARGETS)}')
+  order = config.get('compile_order', 'first_use')
+  if order not in defaults.COMPILE_ORDERS:
+    p.append(f'compile_order: unknown {order!r}; known: {", ".join(defaults.COMPILE_ORDERS)}')
+  workers = config.get('compile_workers', 0)
+  if not isinstance(workers, int) or workers < 0:
+    p.append(f'compile_workers: {workers!r} must be an integer >= 0 (0: the host\'s CPU cores)')
   augment = config.get('augment', 'inception_crop')
   if augment not in data.AUGMENTS:
     p.append(f'augment: unknown {augment!r}; known: {", ".join(data.AUGMENTS)}')

@@ -18,6 +18,8 @@ METHODS = ('mutualnet', 'usnet', 'independent')
 STUDENT_TARGETS = ('teacher', 'labels')
 # Which parameters weight decay applies to (``config.weight_decay_on``).
 WEIGHT_DECAY_ON = ('kernels', 'all')
+# The order the subnet kernels compile in (``config.compile_order``).
+COMPILE_ORDERS = ('first_use', 'grid')
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -95,6 +97,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.compilation_cache_dir = ''  # '' -> ~/.cache/mutualnet_jax/jax_cache; 'none' disables
   c.precompile_grid = True     # compile every subnet kernel ahead of use on background threads
+  # The order of those compiles: 'first_use' (the order the run's draws first need them, so no
+  # step waits for a kernel only a later step uses) or 'grid' (the grid's order, teacher and
+  # widest first: the order before issue 43, kept to measure against). compile_workers: threads
+  # compiling them (0: this host's CPU cores).
+  c.compile_order = 'first_use'
+  c.compile_workers = 0
   # Profiler trace of training steps [first, last) into WORKDIR/profile (TensorBoard's profile
   # plugin or Perfetto open it; docs/usage.md), e.g. (100, 105); () records nothing.
   c.profile_steps = ()

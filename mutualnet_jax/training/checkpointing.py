@@ -50,6 +50,7 @@ SAFE_FIELDS = (
     'xla_cpu', 'data_dir', 'image_folder', 'eval_split', 'eval_resize_ratio',
     'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',
     'checkpoint_every_steps', 'keep_checkpoints', 'compilation_cache_dir', 'precompile_grid',
+    'compile_order', 'compile_workers',
     'calib_images', 'calib_batch_size', 'eval_batch_size', 'eval_cache_gb', 'eval_width_step',
     'eval_widths', 'eval_resolutions', 'query_table_dir',
     'latency_batch_sizes', 'latency_repeats', 'coordinator_address', 'num_processes',

@@ -13,6 +13,7 @@ gradients is the gradient of :func:`mutualnet.step_loss` (Eq. 4); the tests chec
 import concurrent.futures
 import dataclasses
 import functools
+import os
 import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -106,8 +107,10 @@ class StepKernels:
   """Compiled kernels of one training run, one per (width, resolution) subnet, cached.
 
   ``get(subnet)`` returns the subnet's compiled program, compiling on first use;
-  ``precompile(subnets)`` compiles ahead of use on background threads, so the first steps do not
-  wait for the whole grid. ``compiled`` lists the subnets compiled so far. ``compiler_options``
+  ``precompile(subnets)`` compiles ahead of use on background threads, in the order given (the
+  trainer gives :func:`mutualnet.first_use_order`), so the first steps do not wait for the whole
+  grid. ``compiled`` lists the subnets compiled so far; ``last_wait_s`` is how long the last
+  :meth:`compile_step` waited. ``compiler_options``
   go to XLA with every kernel (the trainer passes the backend's, see
   :mod:`mutualnet_jax.runtime.xla_cpu`; none means XLA's defaults).
 
@@ -140,6 +143,7 @@ class StepKernels:
     self._lock = threading.Lock()
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
     self.compile_seconds: Dict[Tuple, float] = {}
+    self.last_wait_s = 0.0   # seconds the last compile_step waited for compiles
     tag = None if cache_tag is None else repr((
         cache_tag, self.model, batch_per_step, num_classes, sorted(self.compiler_options.items()),
         mesh.axis_names, mesh.devices.shape, [d.id for d in mesh.devices.flat]))
@@ -246,8 +250,10 @@ class StepKernels:
     keys = [self.key(s) for s in subnets] + [('update', len(subnets))]
     first_use = any(k not in self._used for k in keys)
     self._used.update(keys)
+    t0 = time.perf_counter()
     for k in keys:   # compiled on the pool's threads, so that SIGTERM is seen while waiting
       preemption.result(self._future(k, background=True))
+    self.last_wait_s = time.perf_counter() - t0
     return first_use
 
   ready = compat.renamed('training.step_kernels.StepKernels.ready', compile_step)
@@ -324,14 +330,21 @@ class RunnableStep:
   kernels: StepKernels
 
 
+def compile_workers(config) -> int:
+  """Threads compiling kernels: ``config.compile_workers``, or (0) this host's CPU cores."""
+  return int(config.get('compile_workers', 0)) or len(os.sched_getaffinity(0))
+
+
 def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,
-               init: Optional[Callable[[Any], Any]] = None, max_workers: int = 2) -> RunnableStep:
+               init: Optional[Callable[[Any], Any]] = None,
+               max_workers: Optional[int] = None) -> RunnableStep:
   """The one constructor of ``config``'s training step on ``mesh`` (trainer, benchmark, PyTorch
   referee and tests): the learning-rate schedule of a ``total_steps`` run, parameters from
   :func:`init_params` (deterministic in the seed; ``init`` maps them to the ones to start from,
   as transfer learning does), the state replicated from host memory (on several processes each
-  supplies its identical copy), and kernels compiled with the backend's options and kept in the
-  exported-kernel cache under a description of the optimiser."""
+  supplies its identical copy), and kernels compiled with the backend's options on
+  ``max_workers`` threads (default :func:`compile_workers`) and kept in the exported-kernel cache
+  under a description of the optimiser."""
   model = models.from_config(config, axis_name=DATA if config.sync_bn else None)
   params = init_params(model, config)
   if init is not None:
@@ -342,7 +355,7 @@ def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,
                          NamedSharding(mesh, P()))
   kernels = StepKernels(
       model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
-      config.num_classes, max_workers=max_workers,
+      config.num_classes, max_workers=max_workers or compile_workers(config),
       compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
       cache_tag=optim.describe(config, total_steps, steps_per_epoch))
   return RunnableStep(model, schedule, optimizer, state, kernels)

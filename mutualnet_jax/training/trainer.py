@@ -127,6 +127,14 @@ class _Preemption:
     return self.requested
 
 
+def compile_order(config, start_step: int, end_step: int):
+  """The subnets whose kernels steps ``[start_step, end_step)`` compile, in compile order:
+  first use (``config.compile_order='first_use'``) or the grid's (``'grid'``)."""
+  if config.get('compile_order', 'first_use') == 'grid':
+    return mutualnet.all_subnets(config)
+  return mutualnet.first_use_order(config, start_step, end_step)
+
+
 def check_finite(state, config) -> None:
   """Stop with the step and subnet of the first non-finite loss or gradient (one host fetch)."""
   bad_step = int(jax.device_get(state.nonfinite_step))
@@ -189,11 +197,14 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
     logging.info('Resumed from step %d of %s.', restored[0], workdir)
   start_step = int(jax.device_get(state.step))
 
-  # --- Kernels: one compiled program per subnet, compiled ahead on background threads.
+  # --- Kernels: one compiled program per subnet, compiled ahead on background threads, in the
+  # order this run's draws first need them (config.compile_order).
+  end_step = total_steps if stop_after_steps is None else min(total_steps,
+                                                               start_step + stop_after_steps)
   subnets_per_step = len(mutualnet.draw_subnets(config, 0))
   kernels.precompile(mutualnet.draw_subnets(config, start_step), subnets_per_step)
   if config.precompile_grid:
-    kernels.precompile(mutualnet.all_subnets(config), subnets_per_step)
+    kernels.precompile(compile_order(config, start_step, end_step), subnets_per_step)
 
   # --- Loop.
   batches = pipeline.device_batches(
@@ -201,12 +212,11 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
       config.prefetch_batches)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   profile = _ProfileWindow(config.get('profile_steps', ()), os.path.join(workdir, 'profile'))
-  end_step = total_steps if stop_after_steps is None else min(total_steps,
-                                                               start_step + stop_after_steps)
   run = functools.partial(step_kernels.run_step, kernels,
                           student_targets=config.student_targets)
   t_log, step = time.perf_counter(), start_step
   saved = completed = start_step   # a restored step has its checkpoint; step 0 needs none
+  compile_wait_s = 0.0
   logging.info('Training steps %d..%d of %d (%d per epoch).', start_step, end_step,
                total_steps, steps_per_epoch)
   try:
@@ -222,6 +232,8 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
             first_use, noticed = True, True
           if first_use:   # a new kernel: the slower hosts catch up; every host arrives here
             preemption.barrier(f'kernels_ready_{step}', noticed=noticed)
+            compile_wait_s += kernels.last_wait_s   # TensorBoard shows which steps waited
+            writer.write_scalars(step + 1, {'compile_wait_s': kernels.last_wait_s})
         state, metrics = run(state, batch, subnets)
       completed = step + 1
       report(step + 1)
@@ -270,8 +282,8 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
       manager.close()
       kernels.close()
       writer.flush()
-  logging.info('Stopped after step %d; compiled %d subnet kernels.', completed,
-               len(kernels.compiled))
+  logging.info('Stopped after step %d; compiled %d subnet kernels; the steps waited %.1f s for '
+               'compiles.', completed, len(kernels.compiled), compile_wait_s)
   return state
 
 
