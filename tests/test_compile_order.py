@@ -3,6 +3,7 @@
 import common
 from mutualnet_jax.config import checks
 from mutualnet_jax.config import defaults
+from mutualnet_jax.runtime import parallel
 from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training import step_kernels
 from mutualnet_jax.training import trainer
@@ -64,9 +65,9 @@ def test_config_checks_refuse_an_unknown_order_and_negative_workers():
   assert 'compile_workers: -1' in problems
   c.compile_order, c.compile_workers = 'grid', 0
   assert not [p for p in checks.config_problems(c) if p.startswith('compile_')]
-  assert step_kernels.compile_workers(c) >= 1
+  assert parallel.compile_workers(c) >= 1
   c.compile_workers = 3
-  assert step_kernels.compile_workers(c) == 3
+  assert parallel.compile_workers(c) == 3
 
 
 def test_kernels_compile_in_the_order_given():
@@ -90,3 +91,48 @@ def test_kernels_compile_in_the_order_given():
   finally:
     kernels.close()
   assert built[:len(order) + 1] == [('update', 4)] + [kernels.key(s) for s in order]
+
+
+def test_evaluation_kernels_compiled_ahead_are_not_compiled_again():
+  """compile_ahead's kernels serve calibration, evaluation and latency: those calls compile
+  none of the subnets' programs again (only the few small helpers, once)."""
+  # pylint: disable=g-import-not-at-top
+  import concurrent.futures
+  import jax
+  from mutualnet_jax import models
+  from mutualnet_jax.data import pipeline
+  from mutualnet_jax.evaluation import calibration
+  from mutualnet_jax.evaluation import evaluator
+  compiled = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, _, fun_name='', **kw: compiled.append(fun_name)
+      if event == '/jax/core/compile/backend_compile_duration' else None)
+  c = common.tiny_config()
+  mesh = parallel.create_mesh()
+  model = models.from_config(c, inference=True)
+  params = jax.device_put(step_kernels.init_params(models.from_config(c), c),
+                          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  subnets = [(1.0, 16), (0.5, 8)]
+  del compiled[:]
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    ahead = evaluator.compile_ahead(pool, model, params, mesh, subnets,
+                                    calib_batch=c.calib_batch_size,
+                                    eval_batch=c.eval_batch_size, latency_batches=(1, 32))
+    kernels = {k: evaluator.wait(f) for k, f in ahead.items()}
+  assert sorted(kernels[(1.0, 16)], key=str) == [('latency', 1), ('latency', 32), 'calibrate',
+                                                 'evaluate']
+  assert sorted(compiled) == ['jit(<lambda>)'] * 6 + ['jit(stats)'] * 2, compiled
+  del compiled[:]
+  calib = calibration.host_calibration_batches(c, resolutions=(16, 8))
+  for w, r in subnets:
+    stats = calibration.calibrate_bn(model, params, w, r, calibration.to_device(calib, mesh, r),
+                                     mesh)
+    variables = {'params': params, 'batch_stats': stats}
+    ds = pipeline.create_eval_dataset(c, resolutions=(16, 8), num_examples=200)
+    result = evaluator.accuracy(model, variables, w, r, pipeline.device_batches(ds, mesh, 2))
+    assert result['eval_images'] == 200
+    for b in (1, 32):
+      assert evaluator.measure_latency(model, variables, w, r, b, 1,
+                                       kernels[(w, r)][('latency', b)]) > 0
+  # The subnets' programs are not compiled again; the small helpers are, once.
+  assert compiled and not {'jit(<lambda>)', 'jit(stats)'} & set(compiled), compiled

@@ -13,8 +13,10 @@ network. Every ``config.eval_every_steps`` steps and at the end of the run each 
 
 and the results are written as ``eval/top1/w{width}_r{res}`` and ``eval/top5/w{width}_r{res}``.
 The calibration and evaluation images are decoded once and kept on the host (the evaluation
-images while they fit in ``config.eval_cache_gb``, else streamed each time), and the compiled
-kernels are the evaluator's (cached per model and subnet), so later evaluations only compute;
+images while they fit in ``config.eval_cache_gb``, else streamed each time), and the kernels
+are the evaluator's (cached per model and subnet), compiled ahead on the trainer's kernel
+threads behind the training kernels (:meth:`PeriodicEvaluation.precompile`), so evaluations
+only compute;
 ``--mode=train_and_eval`` reuses them for those subnets of the query table.
 
 The statistics are computed here, never cached in ``WORKDIR/bn_stats`` (they belong to no
@@ -55,9 +57,23 @@ class PeriodicEvaluation:
     self.model = models.from_config(config, inference=True)
     self.resolutions = tuple(sorted({r for _, r in self.subnets}, reverse=True))
     self._mesh = None
+    self._ahead = {}          # the kernels' compiles, queued by precompile
     self._calib = None        # host batches, every resolution
     self._eval_host = None    # host batches when the evaluation set fits in memory
     self._eval_ds = None
+
+  def precompile(self, pool, params) -> None:
+    """Queue the compiles of this evaluation's kernels on ``pool`` (the trainer passes its
+    kernel threads, where they queue behind the training kernels), so that the first
+    evaluation only computes."""
+    if self.every <= 0:
+      return
+    c = self.config
+    if self._mesh is None:
+      self._mesh = parallel.create_mesh()
+    self._ahead = evaluator.compile_ahead(
+        pool, self.model, params, self._mesh, self.subnets,
+        calib_batch=int(c.calib_batch_size), eval_batch=int(c.eval_batch_size))
 
   def due(self, step: int, final: bool) -> bool:
     return self.every > 0 and (final or step % self.every == 0)
@@ -83,6 +99,7 @@ class PeriodicEvaluation:
     mesh = self._mesh
     variables = {}
     for w, r in self.subnets:
+      evaluator.wait(self._ahead.get((float(w), int(r)), {}))
       stats = calibration.calibrate_bn(self.model, params, w, r,
                                        calibration.to_device(self._calib, mesh, r), mesh)
       variables[(w, r)] = {'params': params, 'batch_stats': stats}
@@ -92,10 +109,11 @@ class PeriodicEvaluation:
                                    pipeline.device_batches(source, mesh, 2))
 
   def _prepare(self) -> None:
-    if self._mesh is not None:
+    if self._calib is not None:
       return
     c = self.config
-    self._mesh = parallel.create_mesh()
+    if self._mesh is None:
+      self._mesh = parallel.create_mesh()
     t0 = time.perf_counter()
     self._calib = calibration.host_calibration_batches(
         c, resolutions=self.resolutions, num_images=int(c.eval_calib_images))

@@ -21,6 +21,7 @@ resolution and reused for all widths; a larger evaluation set is streamed once, 
 configuration being evaluated on each batch.
 """
 
+import concurrent.futures
 import functools
 import json
 import os
@@ -55,6 +56,63 @@ def infer_fn(model, width: float):
   return jax.jit(lambda variables, x: model.apply(variables, x, width=width, train=False))
 
 
+def compile_ahead(pool, model, params, mesh, subnets, *, calib_batch: int, eval_batch: int,
+                  latency_batches: Sequence[int] = (), calibrate=lambda w, r: True) -> Dict:
+  """Queue on ``pool`` (anything with ``submit``) the compiles of each subnet's kernels, in the
+  order of ``subnets``: BN calibration (:func:`calibration.stats_kernel`, a ``calib_batch`` of
+  images sharded over ``mesh``; only where ``calibrate(width, resolution)``), evaluation
+  (:func:`infer_fn`, an ``eval_batch``) and latency (each of ``latency_batches`` on this host's
+  first device).
+
+  Returns ``{(width, resolution): {'calibrate' | 'evaluate' | ('latency', batch): future}}``.
+  Wait for a subnet's futures (:func:`wait`) before using it: an ahead-of-time compile fills
+  the cache of the ``jax.jit`` that calibration and evaluation then call with the same abstract
+  arguments (the tests count the compiles); latency takes its compiled kernel from the future
+  (``measure_latency(..., compiled=...)``). ``params``: the parameters, replicated over
+  ``mesh``, or their ``jax.ShapeDtypeStruct``.
+  """
+  rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.DATA))
+  sds = lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  params = jax.tree.map(lambda x: sds(x, rep), params)
+  images = lambda b, r, sharding: jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32,
+                                                       sharding=sharding)
+  shapes_of_width = {}   # the statistics' shapes depend on the width only
+  one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def stats_shapes(w, r):
+    if w not in shapes_of_width:
+      shapes_of_width[w] = jax.eval_shape(calibration.stats_kernel(model, w, r, mesh), params,
+                                          images(calib_batch, r, shard))
+    return shapes_of_width[w]
+
+  def calib(w, r):
+    return calibration.stats_kernel(model, w, r, mesh).lower(
+        params, images(calib_batch, r, shard)).compile()
+
+  def infer(w, r, batch, sharding, stats_sharding, params_sharding=None):
+    """Evaluation: replicated parameters, calibrate_bn's host statistics; latency: every
+    argument on the first device."""
+    variables = {'params': jax.tree.map(lambda x: sds(x, params_sharding or x.sharding), params),
+                 'batch_stats': jax.tree.map(lambda x: sds(x, stats_sharding),
+                                             stats_shapes(w, r))}
+    return infer_fn(model, w).lower(variables, images(batch, r, sharding)).compile()
+
+  futures = {}
+  for w, r in subnets:
+    w, r = float(w), int(r)
+    fs = {'calibrate': pool.submit(calib, w, r)} if calibrate(w, r) else {}
+    fs['evaluate'] = pool.submit(infer, w, r, eval_batch, shard, None)
+    for b in latency_batches:
+      fs[('latency', int(b))] = pool.submit(infer, w, r, int(b), one, one, one)
+    futures[(w, r)] = fs
+  return futures
+
+
+def wait(futures: Dict) -> Dict:
+  """The compiled kernels of one subnet's :func:`compile_ahead` futures, once all are done."""
+  return {k: f.result() for k, f in futures.items()}
+
+
 @jax.jit
 def _counts(logits, labels, mask):
   """[top-1 correct, top-5 correct, examples] of a batch, padding rows masked out."""
@@ -86,13 +144,14 @@ def accuracy_many(model, variables: Dict, batches) -> Dict:
 
 
 def measure_latency(model, variables, width: float, resolution: int, batch_size: int,
-                    repeats: int) -> float:
-  """Median seconds of one forward pass on this host's first device, compilation excluded."""
+                    repeats: int, compiled=None) -> float:
+  """Median seconds of one forward pass on this host's first device, compilation excluded
+  (``compiled``: the kernel :func:`compile_ahead` compiled for it)."""
   device = jax.local_devices()[0]
   v = jax.device_put(variables, device)
   x = jax.device_put(np.random.default_rng(0).standard_normal(
       (batch_size, resolution, resolution, 3), np.float32), device)
-  fn = infer_fn(model, width)
+  fn = compiled or infer_fn(model, width)
   fn(v, x).block_until_ready()   # compile and warm up
   times = []
   for _ in range(max(1, repeats)):
@@ -142,11 +201,15 @@ def evaluate_grid(config, workdir: str, *, widths: Optional[Sequence[float]] = N
   """
   parallel.start(config)
   preemption.start()
-  with preemption.phase('BN calibration and evaluation of the grid'):
-    return _evaluate_grid(config, workdir, widths, resolutions)
+  pool = concurrent.futures.ThreadPoolExecutor(parallel.compile_workers(config))
+  try:
+    with preemption.phase('BN calibration and evaluation of the grid'):
+      return _evaluate_grid(config, workdir, widths, resolutions, pool)
+  finally:   # a preempted evaluation does not wait for the compiles still queued
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _evaluate_grid(config, workdir, widths, resolutions):
+def _evaluate_grid(config, workdir, widths, resolutions, pool):
   from mutualnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh()
   model, params, meta, step = restore(config, workdir)
@@ -188,9 +251,18 @@ def _evaluate_grid(config, workdir, widths, resolutions):
   thr_batch = max(lat_sizes) if lat_sizes and max(lat_sizes) > 1 else None
   repeats = int(config.latency_repeats)
 
+  # Every kernel of the grid compiles ahead, in the order used, on the host's cores; the
+  # statistics already cached in the workdir need no calibration kernel.
+  ahead = compile_ahead(
+      pool, model, params, mesh, configs, calib_batch=int(config.calib_batch_size),
+      eval_batch=int(config.eval_batch_size),
+      latency_batches=([1] if 1 in lat_sizes else []) + ([thr_batch] if thr_batch else []),
+      calibrate=lambda w, r: calibration.load_stats(calibration.stats_path(workdir, w, r),
+                                                    tag) is None)
   rows, stats_of, t_start = [], {}, time.perf_counter()
   for i, (w, r) in enumerate(configs):
     preemption.check()   # SIGTERM: the cached statistics so far stay; the table is not written
+    kernels = wait(ahead[(w, r)])
     stats = calibration.cached_calibration(
         workdir, model, params, w, r, mesh, tag=tag,
         batches_fn=lambda r=r: calibration.to_device(calib_batches(), mesh, r))
@@ -202,9 +274,11 @@ def _evaluate_grid(config, workdir, widths, resolutions):
     if cache_eval:
       row.update(accuracy(model, variables, w, r, eval_batches()))
     if 1 in lat_sizes:   # latency_batch_sizes=() measures nothing
-      row['latency_ms'] = 1e3 * measure_latency(model, variables, w, r, 1, repeats)
+      row['latency_ms'] = 1e3 * measure_latency(model, variables, w, r, 1, repeats,
+                                                kernels[('latency', 1)])
     if thr_batch:
-      t = measure_latency(model, variables, w, r, thr_batch, repeats)
+      t = measure_latency(model, variables, w, r, thr_batch, repeats,
+                          kernels[('latency', thr_batch)])
       row.update(throughput_img_s=thr_batch / t, throughput_batch=thr_batch)
     rows.append(row)
     elapsed = time.perf_counter() - t_start

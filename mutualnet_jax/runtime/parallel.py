@@ -96,6 +96,11 @@ def cpu_model() -> str:
     return ''
 
 
+def compile_workers(config) -> int:
+  """Threads compiling kernels: ``config.compile_workers``, or (0) this host's CPU cores."""
+  return int(config.get('compile_workers', 0)) or len(os.sched_getaffinity(0))
+
+
 def create_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh named ``data`` over every device of every host."""
   # Auto axes: the same jitted inference function then also runs on a single device (latency).

@@ -13,7 +13,6 @@ gradients is the gradient of :func:`mutualnet.step_loss` (Eq. 4); the tests chec
 import concurrent.futures
 import dataclasses
 import functools
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -29,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mutualnet_jax import compat
 from mutualnet_jax import models
 from mutualnet_jax.runtime import kernel_cache
+from mutualnet_jax.runtime import parallel
 from mutualnet_jax.runtime import preemption
 from mutualnet_jax.runtime import xla_cpu
 from mutualnet_jax.data import image_key
@@ -223,6 +223,10 @@ class StepKernels:
         self._cache[key] = fut
     return fut
 
+  def submit(self, fn, *args) -> concurrent.futures.Future:
+    """Queue another compile (``fn(*args)``) on the kernels' threads, behind those queued."""
+    return self._pool.submit(fn, *args)
+
   @staticmethod
   def key(subnet: Subnet):
     return ('teacher' if subnet.teacher else 'student', subnet.width, subnet.resolution)
@@ -330,11 +334,6 @@ class RunnableStep:
   kernels: StepKernels
 
 
-def compile_workers(config) -> int:
-  """Threads compiling kernels: ``config.compile_workers``, or (0) this host's CPU cores."""
-  return int(config.get('compile_workers', 0)) or len(os.sched_getaffinity(0))
-
-
 def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,
                init: Optional[Callable[[Any], Any]] = None,
                max_workers: Optional[int] = None) -> RunnableStep:
@@ -343,8 +342,8 @@ def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,
   :func:`init_params` (deterministic in the seed; ``init`` maps them to the ones to start from,
   as transfer learning does), the state replicated from host memory (on several processes each
   supplies its identical copy), and kernels compiled with the backend's options on
-  ``max_workers`` threads (default :func:`compile_workers`) and kept in the exported-kernel cache
-  under a description of the optimiser."""
+  ``max_workers`` threads (default ``parallel.compile_workers``) and kept in the exported-kernel
+  cache under a description of the optimiser."""
   model = models.from_config(config, axis_name=DATA if config.sync_bn else None)
   params = init_params(model, config)
   if init is not None:
@@ -355,7 +354,7 @@ def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,
                          NamedSharding(mesh, P()))
   kernels = StepKernels(
       model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
-      config.num_classes, max_workers=max_workers or compile_workers(config),
+      config.num_classes, max_workers=max_workers or parallel.compile_workers(config),
       compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
       cache_tag=optim.describe(config, total_steps, steps_per_epoch))
   return RunnableStep(model, schedule, optimizer, state, kernels)

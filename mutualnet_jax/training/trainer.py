@@ -40,7 +40,8 @@ class NonFiniteError(FloatingPointError):
 # Called on every process after every step as ``hook(step, state, final)`` (``step``: steps
 # done; ``final``: the last step of the run); the scalars it returns are written at ``step``.
 # A hook must leave the state, the input and the random draws alone, so a run with and without
-# it trains the same parameters.
+# it trains the same parameters. A hook with ``precompile(pool, params)`` is given, before the
+# first step, the kernels' threads (``pool.submit``) to queue its own compiles on.
 Hook = Callable[[int, step_kernels.StepState, bool], Optional[Mapping[str, float]]]
 
 
@@ -205,6 +206,9 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
   kernels.precompile(mutualnet.draw_subnets(config, start_step), subnets_per_step)
   if config.precompile_grid:
     kernels.precompile(compile_order(config, start_step, end_step), subnets_per_step)
+  for hook in hooks:   # evaluation during training: its kernels queue behind the step's
+    if hasattr(hook, 'precompile'):
+      hook.precompile(kernels, state.params)
 
   # --- Loop.
   batches = pipeline.device_batches(
