@@ -136,3 +136,32 @@ def test_evaluation_kernels_compiled_ahead_are_not_compiled_again():
                                        kernels[(w, r)][('latency', b)]) > 0
   # The subnets' programs are not compiled again; the small helpers are, once.
   assert compiled and not {'jit(<lambda>)', 'jit(stats)'} & set(compiled), compiled
+
+
+def test_where_compiling_uses_the_device_the_first_step_waits_for_every_compile(
+    tmp_path, monkeypatch):
+  """On a GPU (autotuning runs on the device) no compile runs beside the steps: the trainer's
+  first step waits for everything queued, the training and the evaluation kernels."""
+  import time  # pylint: disable=g-import-not-at-top
+  calls = []
+  real = step_kernels.StepKernels.compile_step
+  def compile_step(self, subnets, everything_queued=False):
+    first = real(self, subnets, everything_queued)
+    calls.append((everything_queued, all(f.done() for f in list(self._cache.values())
+                                         + self._submitted)))   # pylint: disable=protected-access
+    return first
+  monkeypatch.setattr(step_kernels.StepKernels, 'compile_step', compile_step)
+  slow = step_kernels.StepKernels.submit
+  monkeypatch.setattr(step_kernels.StepKernels, 'submit', lambda self, fn, *a: slow(
+      self, lambda *b: (time.sleep(1.0), fn(*b))[1], *a))   # a queued compile that takes long
+  c = common.tiny_config(num_train_steps=3, precompile_grid=True, checkpoint_every_steps=10,
+                         eval_every_steps=10, eval_calib_images=32, eval_num_examples=100)
+  from mutualnet_jax.evaluation import during_training  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(parallel, 'compiles_on_device', lambda: False)
+  during_training.train_and_evaluate(c, str(tmp_path / 'cpu'))
+  assert [q for q, _ in calls] == [False] * 3
+  assert not calls[0][1]   # on a CPU the first step went on with the evaluation's compiles queued
+  del calls[:]
+  monkeypatch.setattr(parallel, 'compiles_on_device', lambda: True)
+  during_training.train_and_evaluate(c, str(tmp_path / 'gpu'))
+  assert calls == [(True, True), (False, True), (False, True)]

@@ -101,6 +101,13 @@ def compile_workers(config) -> int:
   return int(config.get('compile_workers', 0)) or len(os.sched_getaffinity(0))
 
 
+def compiles_on_device() -> bool:
+  """Whether compiling uses the device: XLA:GPU autotunes convolutions and matrix products by
+  running candidates on the GPU, so a compile beside timed steps slows them and is itself
+  measured under load. (TPU and CPU compiles run on the host alone.)"""
+  return jax.default_backend() == 'gpu'
+
+
 def create_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh named ``data`` over every device of every host."""
   # Auto axes: the same jitted inference function then also runs on a single device (latency).

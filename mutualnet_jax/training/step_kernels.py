@@ -140,6 +140,7 @@ class StepKernels:
     self._images = lambda r: sds((self.batch, r, r, 3), jnp.float32, shard)
     self._cache: Dict[Tuple, concurrent.futures.Future] = {}
     self._used = set()
+    self._submitted = []   # submit's futures
     self._lock = threading.Lock()
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
     self.compile_seconds: Dict[Tuple, float] = {}
@@ -225,7 +226,10 @@ class StepKernels:
 
   def submit(self, fn, *args) -> concurrent.futures.Future:
     """Queue another compile (``fn(*args)``) on the kernels' threads, behind those queued."""
-    return self._pool.submit(fn, *args)
+    future = self._pool.submit(fn, *args)
+    with self._lock:
+      self._submitted.append(future)
+    return future
 
   @staticmethod
   def key(subnet: Subnet):
@@ -244,8 +248,12 @@ class StepKernels:
     for s in subnets:
       self._future(self.key(s), background=True)
 
-  def compile_step(self, subnets: Sequence[Subnet]) -> bool:
+  def compile_step(self, subnets: Sequence[Subnet], everything_queued: bool = False) -> bool:
     """Compile (or wait for) every kernel of a step; True if one is used for the first time.
+
+    ``everything_queued``: also wait for every compile queued so far (:meth:`precompile`,
+    :meth:`submit`), as the trainer does before its first step where compiling uses the device
+    (``parallel.compiles_on_device``).
 
     The answer depends only on the sequence of draws, never on compile timing, so every host
     of a pod gives the same answer at the same step. After SIGTERM it raises
@@ -255,8 +263,12 @@ class StepKernels:
     first_use = any(k not in self._used for k in keys)
     self._used.update(keys)
     t0 = time.perf_counter()
-    for k in keys:   # compiled on the pool's threads, so that SIGTERM is seen while waiting
-      preemption.result(self._future(k, background=True))
+    futures = [self._future(k, background=True) for k in keys]
+    if everything_queued:
+      with self._lock:
+        futures += list(self._cache.values()) + self._submitted
+    for f in futures:   # compiled on the pool's threads, so that SIGTERM is seen while waiting
+      preemption.result(f)
     self.last_wait_s = time.perf_counter() - t0
     return first_use
 

@@ -209,6 +209,9 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
   for hook in hooks:   # evaluation during training: its kernels queue behind the step's
     if hasattr(hook, 'precompile'):
       hook.precompile(kernels, state.params)
+  # Where compiling runs on the device (GPU autotuning), the first step waits for every compile
+  # queued, so none runs beside the timed steps.
+  on_device = parallel.compiles_on_device()
 
   # --- Loop.
   batches = pipeline.device_batches(
@@ -231,7 +234,8 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
         subnets = mutualnet.draw_subnets(config, step)
         with preemption.phase('compiling kernels'):
           try:   # one process: Preempted stops before this step
-            first_use, noticed = kernels.compile_step(subnets), False
+            first_use, noticed = kernels.compile_step(
+                subnets, everything_queued=step == start_step and on_device), False
           except preemption.NoticeWhileWaiting:   # several: all stop, or none (below)
             first_use, noticed = True, True
           if first_use:   # a new kernel: the slower hosts catch up; every host arrives here
