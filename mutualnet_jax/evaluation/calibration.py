@@ -181,14 +181,20 @@ def calibration_tag(config, step: int, resolutions=None) -> Dict:
 
 
 def cached_calibration(workdir: str, model, params, width: float, resolution: int, mesh, *,
-                       tag: Dict, batches_fn: Callable[[], Iterable[Dict]]) -> Dict:
+                       tag: Dict, batches_fn: Callable[[], Iterable[Dict]],
+                       use_cache: Optional[bool] = None) -> Dict:
   """Statistics for (width, resolution): from the cache, else calibrated and cached.
 
-  ``batches_fn()`` gives the calibration batches, called only on a cache miss.
+  ``batches_fn()`` gives the calibration batches, called only on a cache miss. The cache is
+  used only where every process can read it (``use_cache``: that answer, already agreed; None:
+  agreed here, :func:`parallel.every_process`): calibrating is a collective, so one host that
+  calibrates while another reads its file would hang both.
   """
   path = stats_path(workdir, width, resolution)
   stats = load_stats(path, tag)
-  if stats is not None:
+  if use_cache is None:
+    use_cache = parallel.every_process('bn_stats_cached', [stats is not None])[0]
+  if use_cache and stats is not None:
     return stats
   stats = calibrate_bn(model, params, width, resolution, batches_fn(), mesh)
   if jax.process_index() == 0:

@@ -251,20 +251,23 @@ def _evaluate_grid(config, workdir, widths, resolutions, pool):
   thr_batch = max(lat_sizes) if lat_sizes and max(lat_sizes) > 1 else None
   repeats = int(config.latency_repeats)
 
-  # Every kernel of the grid compiles ahead, in the order used, on the host's cores; the
-  # statistics already cached in the workdir need no calibration kernel.
+  # Statistics cached in the workdir are used where every process can read them (one answer
+  # for the grid); every kernel of the grid compiles ahead, in the order used, on the host's
+  # cores, with no calibration kernel for those statistics.
+  cached = dict(zip(configs, parallel.every_process('bn_stats_cached', [
+      calibration.load_stats(calibration.stats_path(workdir, w, r), tag) is not None
+      for w, r in configs])))
   ahead = compile_ahead(
       pool, model, params, mesh, configs, calib_batch=int(config.calib_batch_size),
       eval_batch=int(config.eval_batch_size),
       latency_batches=([1] if 1 in lat_sizes else []) + ([thr_batch] if thr_batch else []),
-      calibrate=lambda w, r: calibration.load_stats(calibration.stats_path(workdir, w, r),
-                                                    tag) is None)
+      calibrate=lambda w, r: not cached[(w, r)])
   rows, stats_of, t_start = [], {}, time.perf_counter()
   for i, (w, r) in enumerate(configs):
     preemption.check()   # SIGTERM: the cached statistics so far stay; the table is not written
     kernels = wait(ahead[(w, r)])
     stats = calibration.cached_calibration(
-        workdir, model, params, w, r, mesh, tag=tag,
+        workdir, model, params, w, r, mesh, tag=tag, use_cache=cached[(w, r)],
         batches_fn=lambda r=r: calibration.to_device(calib_batches(), mesh, r))
     variables = {'params': params, 'batch_stats': stats}
     stats_of[(w, r)] = variables

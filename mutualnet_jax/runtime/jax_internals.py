@@ -1,9 +1,10 @@
 """The JAX internals this project uses, in one place, each with a fallback or a clear error.
 
 JAX has no public API for these (as of 0.10): whether the backends were already created (CPU
-dispatch mode can only be chosen before), the coordination service's client (barriers and the
-key-value store, without a device collective), whether its preemption service runs, and whether
-that service has posted a notice. If a JAX release moves them, the package keeps working (at the
+dispatch mode can only be chosen before), how many hosts the Cloud TPU VM slice has (JAX's
+cluster detection), the coordination service's client (barriers and the key-value store,
+without a device collective), whether its preemption service runs, and whether that service
+has posted a notice. If a JAX release moves them, the package keeps working (at the
 cost the docstrings name) or says why not.
 """
 
@@ -32,6 +33,23 @@ def coordination_client():
     return distributed.global_state.client
   except (ImportError, AttributeError):
     return None
+
+
+def tpu_vm_processes() -> Optional[int]:
+  """The number of hosts of the Cloud TPU VM slice this process runs on, as JAX's own cluster
+  detection finds them (the metadata server on a TPU VM, ``TPU_WORKER_HOSTNAMES`` on GKE); None
+  off a TPU VM or where this JAX does not say."""
+  try:
+    from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
+    from jax._src.clusters import cloud_tpu_cluster  # pylint: disable=g-import-not-at-top
+    if not cloud_tpu_init.running_in_cloud_tpu_vm:
+      return None
+    for cluster in (cloud_tpu_cluster.GkeTpuCluster, cloud_tpu_cluster.GceTpuCluster):
+      if cluster.is_env_present():
+        return int(cluster.get_process_count())
+  except Exception:  # pylint: disable=broad-except
+    return None   # an unreachable metadata server, a moved module: as if not on a TPU VM
+  return None
 
 
 def preemption_sync_available() -> bool:

@@ -1,7 +1,8 @@
 """Processes and devices: multi-host start-up, the 1-D ``data`` mesh, the compilation cache."""
 
+import json
 import os
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import jax
 from absl import logging
@@ -30,8 +31,10 @@ def initialize_distributed(config) -> None:
 
   The coordinator comes from the config (``coordinator_address``, ``num_processes``,
   ``process_id``) or the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
-  ``JAX_PROCESS_ID``); on a multi-host TPU slice JAX finds everything itself. CPU processes
-  exchange collectives with gloo.
+  ``JAX_PROCESS_ID``); on a multi-host TPU slice (a Cloud TPU VM's metadata, GKE's
+  ``TPU_WORKER_HOSTNAMES``) JAX finds everything itself. CPU processes exchange collectives with
+  gloo. Several processes without the coordination service are refused: without it, preemption
+  would be handled per host and no decision could be shared (:func:`every_process`).
 
   A lost host: the coordination service stops every other process (non-zero exit, a message
   naming the task that stopped sending heartbeats) once it has been silent for
@@ -52,11 +55,48 @@ def initialize_distributed(config) -> None:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(address, num_processes=num, process_id=pid,
                                heartbeat_timeout_seconds=heartbeat)
-  elif len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1:
-    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
+  elif (len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1
+        or (jax_internals.tpu_vm_processes() or 1) > 1):   # GKE; a Cloud TPU VM slice
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)   # JAX finds the hosts
   logging.info('process %d of %d; %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
+  if jax.process_count() > 1 and not jax.distributed.is_initialized():
+    raise RuntimeError(
+        f'{jax.process_count()} processes run without JAX\'s coordination service, so they '
+        'could not agree on a preemption (a host that saves and exits leaves the others in a '
+        'collective) nor share a decision. Set coordinator_address, num_processes and '
+        'process_id (config) or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID; '
+        'on a Cloud TPU VM slice, start the run on every worker (launch/tpu.py) and leave '
+        'TPU_SKIP_MDS_QUERY unset, so that jax.distributed.initialize() finds the hosts.')
+
+
+def every_process(topic: str, flags: Sequence[bool]) -> List[bool]:
+  """For each of ``flags``, whether it holds on every process: one answer for all of them, for
+  the decisions each host would otherwise take alone (a statistics file it can read in a workdir
+  that may not be shared). Every process calls it in the same order (one exchange a call)."""
+  got = _exchange_json(topic, [bool(f) for f in flags])
+  return [all(values[i] for values in got) for i in range(len(flags))]
+
+
+def same_on_every_process(topic: str, value, what: str):
+  """``value`` (JSON), checked to be the same on every process; else an error naming each
+  process's ``what``. Every process calls it in the same order (one exchange a call)."""
+  got = _exchange_json(topic, value)
+  if any(v != got[0] for v in got):
+    raise RuntimeError(f'the processes disagree on {what}: ' + '; '.join(
+        f'process {i}: {v}' for i, v in enumerate(got)) + '. Every host must see the same '
+        'workdir (a shared file system or gs://), with the same files.')
+  return value
+
+
+_exchanges = [0]
+
+
+def _exchange_json(topic: str, value) -> list:
+  _exchanges[0] += 1
+  got = exchange(f'{topic}_{_exchanges[0]}', json.dumps(value).encode())
+  return [value] if got is None else [json.loads(g) for g in got]
 
 
 def process_count(config) -> int:
@@ -68,7 +108,9 @@ def process_count(config) -> int:
   if config.get('coordinator_address', '') or os.environ.get('JAX_COORDINATOR_ADDRESS', ''):
     return max(1, int(config.get('num_processes', 0) or os.environ.get('JAX_NUM_PROCESSES', 0)))
   hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  return max(1, len(hosts.split(','))) if hosts else 1
+  if hosts:
+    return max(1, len(hosts.split(',')))
+  return jax_internals.tpu_vm_processes() or 1
 
 
 def started_processes() -> int:

@@ -188,15 +188,19 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
   if is_chief:
     parameter_overview.log_parameter_overview(jax.device_get(state.params))
 
-  # --- Checkpoints: resume from the newest readable one.
+  # --- Checkpoints: resume from the newest readable one, the same on every host (a workdir
+  # that is not shared, or a checkpoint one host cannot read, stops the run here, named).
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   meta = checkpointing.run_metadata(config)
+  parallel.same_on_every_process('checkpoint_steps', sorted(manager.all_steps(read=True)),
+                                 f'the checkpoint steps in {workdir}')
   restored = checkpointing.restore_latest(manager, target=state, expected_meta=meta,
                                           set_aside_unreadable=True)
   if restored is not None:
     state = restored[1]
     logging.info('Resumed from step %d of %s.', restored[0], workdir)
-  start_step = int(jax.device_get(state.step))
+  start_step = parallel.same_on_every_process('resume_step', int(jax.device_get(state.step)),
+                                              'the step to resume from')
 
   # --- Kernels: one compiled program per subnet, compiled ahead on background threads, in the
   # order this run's draws first need them (config.compile_order).
