@@ -219,13 +219,29 @@ def test_device_batches():
 
 
 @pytest.mark.slow
-def test_the_pipeline_comparison_tool_runs():
+def test_the_pipeline_comparison_tool_runs(tmp_path):
   """``input_pipeline --compare`` (the multi-resolution against the plain pipeline) runs on
   generated JPEGs; it had raised NameError since the package was grouped by concern."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  plans = tmp_path / 'plans'
+  (plans / 'mbv1_v5e-8').mkdir(parents=True)
+  (plans / 'mbv1_v5e-8' / 'plan.json').write_text(json.dumps({   # the fields host_needs reads
+      'config': {'model': 'mobilenet_v1', 'resolutions': [224, 192, 160, 128]},
+      'topology': {'name': 'v5e-8'}, 'step': {'images_per_s_per_chip': 1000.0}}))
   proc = subprocess.run([sys.executable, '-m', 'mutualnet_jax.input_pipeline', '--compare',
-                         '--num_images=32', '--batch_size=8', '--num_batches=2'],
+                         '--num_images=32', '--batch_size=8', '--num_batches=2',
+                         f'--plans={plans}'],
                         cwd=common.REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count('cost ratio multi/plain') == 2, proc.stdout
+  out = common.last_json(proc.stdout)
+  assert 90 < out['jpegs']['jpeg_kb'] < 130 and 120e3 < out['jpegs']['jpeg_pixels'] < 160e3
+  multi, plain = out['pipelines'].values()
+  # Today every image travels at all four resolutions in float32, with its label (issue 43).
+  assert multi['bytes_per_image'] == 3 * 4 * (224**2 + 192**2 + 160**2 + 128**2) + 4
+  assert plain['bytes_per_image'] == 3 * 4 * 224**2 + 4
+  (host,) = out['hosts']   # v5e-8: one host of 8 chips
+  assert host['chips_per_host'] == 8 and host['images_per_s_per_host'] == 8000.0
+  assert abs(host['cores'] - 8000.0 / multi['images_per_cpu_s']) < 1e-6
