@@ -191,7 +191,7 @@ def cached_calibration(workdir: str, model, params, width: float, resolution: in
   calibrates while another reads its file would hang both.
   """
   path = stats_path(workdir, width, resolution)
-  stats = load_stats(path, tag)
+  stats = None if use_cache is False else load_stats(path, tag)
   if use_cache is None:
     use_cache = parallel.every_process('bn_stats_cached', [stats is not None])[0]
   if use_cache and stats is not None:

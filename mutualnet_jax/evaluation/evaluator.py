@@ -254,9 +254,10 @@ def _evaluate_grid(config, workdir, widths, resolutions, pool):
   # Statistics cached in the workdir are used where every process can read them (one answer
   # for the grid); every kernel of the grid compiles ahead, in the order used, on the host's
   # cores, with no calibration kernel for those statistics.
-  cached = dict(zip(configs, parallel.every_process('bn_stats_cached', [
-      calibration.load_stats(calibration.stats_path(workdir, w, r), tag) is not None
-      for w, r in configs])))
+  loaded = {(w, r): calibration.load_stats(calibration.stats_path(workdir, w, r), tag)
+            for w, r in configs}
+  cached = dict(zip(configs, parallel.every_process(
+      'bn_stats_cached', [loaded[c] is not None for c in configs])))
   ahead = compile_ahead(
       pool, model, params, mesh, configs, calib_batch=int(config.calib_batch_size),
       eval_batch=int(config.eval_batch_size),
@@ -266,8 +267,8 @@ def _evaluate_grid(config, workdir, widths, resolutions, pool):
   for i, (w, r) in enumerate(configs):
     preemption.check()   # SIGTERM: the cached statistics so far stay; the table is not written
     kernels = wait(ahead[(w, r)])
-    stats = calibration.cached_calibration(
-        workdir, model, params, w, r, mesh, tag=tag, use_cache=cached[(w, r)],
+    stats = loaded[(w, r)] if cached[(w, r)] else calibration.cached_calibration(
+        workdir, model, params, w, r, mesh, tag=tag, use_cache=False,
         batches_fn=lambda r=r: calibration.to_device(calib_batches(), mesh, r))
     variables = {'params': params, 'batch_stats': stats}
     stats_of[(w, r)] = variables
