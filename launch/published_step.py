@@ -46,6 +46,7 @@ sys.path.insert(1, REPO)
 
 from mutualnet_jax import bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mutualnet_jax.config import loading  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mutualnet_jax.models import pixels  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mutualnet_jax.training import mutualnet  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_string('published', '.ref/MutualNet', 'Checkout of the published code.')
@@ -180,8 +181,10 @@ def main(argv):
 
   device = FLAGS.device
   host = bench.synthetic_batch(config)
-  inputs = [torch.from_numpy(np.ascontiguousarray(
-      host[mutualnet.image_key(r)].transpose(0, 3, 1, 2))).to(device) for r in resolutions]
+  stats = pixels.stats_of(config)   # the published model takes normalised images
+  inputs = [torch.from_numpy(np.ascontiguousarray(pixels.to_inputs(
+      host[mutualnet.image_key(r)], stats).transpose(0, 3, 1, 2))).to(device)
+            for r in resolutions]
   target = torch.from_numpy(host['label'].astype(np.int64)).to(device)
   sync = torch.cuda.synchronize if device == 'cuda' else lambda: None
   loader = Loader(inputs, target, len(plan), sync)

@@ -140,13 +140,18 @@ SCHEDULE = (10_000, 1_000)   # total steps, steps per epoch of the learning-rate
 
 
 def synthetic_batch(config):
-  """One host batch, the same in every process: images at each resolution and labels."""
+  """One host batch, the same in every process: images at each resolution (as the pipeline
+  sends them: uint8 pixels or normalised float32, ``config.image_dtype``) and labels."""
   import numpy as np
+  from mutualnet_jax.models import pixels
   from mutualnet_jax.training import mutualnet
   rng = np.random.default_rng(0)
   b = config.global_batch_size
-  host = {mutualnet.image_key(int(r)): rng.standard_normal((b, r, r, 3), np.float32)
-          for r in config.resolutions}
+  if pixels.image_dtype(config) == 'uint8':
+    image = lambda r: rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8)
+  else:
+    image = lambda r: rng.standard_normal((b, r, r, 3), np.float32)
+  host = {mutualnet.image_key(int(r)): image(int(r)) for r in config.resolutions}
   host['label'] = rng.integers(0, config.num_classes, b).astype(np.int32)
   return host
 
@@ -335,6 +340,7 @@ def torch_stepper(config, threads: int, device: str = 'cpu'):
   import itertools
   import numpy as np
   import torch
+  from mutualnet_jax.models import pixels
   from mutualnet_jax.interop import torch_twin
   from mutualnet_jax.training import mutualnet
   if not config.model.startswith('mobilenet_v'):
@@ -344,8 +350,9 @@ def torch_stepper(config, threads: int, device: str = 'cpu'):
   torch.manual_seed(0)
   # One BN shard: one process, one device.
   twin = torch_twin.TorchTwin(config, None, *SCHEDULE, device=device)
-  images = {r: torch.from_numpy(np.ascontiguousarray(
-      host_batch[mutualnet.image_key(int(r))].transpose(0, 3, 1, 2))).to(device)
+  stats = pixels.stats_of(config)   # the twin takes normalised images
+  images = {r: torch.from_numpy(np.ascontiguousarray(pixels.to_inputs(
+      host_batch[mutualnet.image_key(int(r))], stats).transpose(0, 3, 1, 2))).to(device)
             for r in config.resolutions}
   labels = torch.from_numpy(host_batch['label'].astype(np.int64)).to(device)
   steps = itertools.count()

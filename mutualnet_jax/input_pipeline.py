@@ -22,6 +22,7 @@ from mutualnet_jax.config import loading
 from mutualnet_jax.data import benchmark
 from mutualnet_jax.data import pipeline
 from mutualnet_jax.data import sources
+from mutualnet_jax.training import mutualnet
 
 TOOL = 'python -m mutualnet_jax.input_pipeline'
 # The library names this module once defined, from their new home (compat.TOOL_NAMES).
@@ -95,14 +96,17 @@ def main(argv):
   if FLAGS.benchmark:
     if FLAGS.prepare:   # now that it is prepared
       loading.checked(config)
-    ds = pipeline.create_train_dataset(config, process_index=0, process_count=1)
+    ds = pipeline.create_train_dataset(
+        config, process_index=0, process_count=1,
+        step_resolutions=functools.partial(mutualnet.step_resolutions, config))
     rate = benchmark.images_per_second(ds, FLAGS.num_batches)
     print(f'training pipeline ({config.dataset}, resolutions {tuple(config.resolutions)}, '
           f'batch {config.global_batch_size}): {rate:.1f} images/s; nproc={os.cpu_count()}')
   if FLAGS.compare:
     import json  # pylint: disable=g-import-not-at-top
     config = FLAGS.config or defaults.get_config()
-    out = benchmark.compare(FLAGS.num_images, FLAGS.batch_size, FLAGS.num_batches, config)
+    out = benchmark.compare(FLAGS.num_images, FLAGS.batch_size, FLAGS.num_batches, config,
+                            functools.partial(mutualnet.step_resolutions, config))
     multi = next(iter(out['pipelines'].values()))
     out['hosts'] = host_needs(config, FLAGS.plans, multi['images_per_cpu_s'])
     for h in out['hosts']:

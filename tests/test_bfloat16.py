@@ -83,7 +83,8 @@ def test_bfloat16_kernels_keep_state_float32_and_reduce_in_float32():
   state = jax.device_put(step_kernels.create_train_state(params, optimizer),
                          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   kernels = step_kernels.StepKernels(model, optimizer, mesh, jax.eval_shape(lambda: params),
-                                     c.global_batch_size, c.num_classes)
+                                     c.global_batch_size, c.num_classes,
+                                     image_dtype=c.image_dtype)
   batch = next(pipeline.device_batches(pipeline.create_train_dataset(c), mesh))
   subnets = mutualnet.draw_subnets(c, 0)
   state, metrics = step_kernels.run_step(kernels, state, batch, subnets)

@@ -117,7 +117,8 @@ def test_evaluation_kernels_compiled_ahead_are_not_compiled_again():
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     ahead = evaluator.compile_ahead(pool, model, params, mesh, subnets,
                                     calib_batch=c.calib_batch_size,
-                                    eval_batch=c.eval_batch_size, latency_batches=(1, 32))
+                                    eval_batch=c.eval_batch_size, latency_batches=(1, 32),
+                                    image_dtype=c.image_dtype)
     kernels = {k: evaluator.wait(f) for k, f in ahead.items()}
   assert sorted(kernels[(1.0, 16)], key=str) == [('latency', 1), ('latency', 32), 'calibrate',
                                                  'evaluate']

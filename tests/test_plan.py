@@ -186,7 +186,7 @@ def test_the_tiny_models_whole_grid_compiles_for_v5e_and_the_plan_resumes(tmp_pa
   assert tool.main([f'--summary={tmp_path}']) == 0
   with open(tmp_path / 'README.md') as f:
     row, = [l for l in f if l.startswith('| tiny |')]
-  assert '| v5e:2x2 | yes (' in row
+  assert '| v5e:2x2 | uint8 | yes (' in row
 
   # Run again: every kernel comes from kernels.jsonl, nothing compiles.
   def no_compile(*a, **k):
@@ -222,15 +222,19 @@ def test_a_batch_that_cannot_fit_is_reported_by_name_before_anything_else_compil
     compiled.append(k)
     return real(self, k, chip)
   monkeypatch.setattr(programs.Programs, 'compile', recording)
-  # The batches alone exceed 16 GiB per chip: found from the shapes, nothing compiles.
-  plan = planner.make_plan(tiny_config(global_batch_size=2_000_000), 'v5e:2x2',
+  # The batches alone exceed 16 GiB per chip: found from the shapes, nothing compiles. Per
+  # image in flight: every resolution's uint8 pixels and a label, prefetch_batches + 1 times.
+  c = tiny_config()
+  per_image = (c.prefetch_batches + 1) * (3 * sum(r * r for r in c.resolutions) + 4)
+  too_many = int(1.5 * 4 * 16 * 2**30 / per_image)      # 4 chips, 1.5x what they hold
+  plan = planner.make_plan(tiny_config(global_batch_size=too_many // 4 * 4), 'v5e:2x2',
                            str(tmp_path / 'a'), log=lambda m: None)
   assert plan['fits']['fits'] is False and plan['fits']['what'] == 'resident buffers'
   assert 'batches' in plan['fits']['detail'] and not compiled
   with open(tmp_path / 'a' / 'plan.md') as f:
     assert 'Does not fit' in f.read()
   # The batches fit, the teacher's activations do not: the teacher, first, says so.
-  plan = planner.make_plan(tiny_config(global_batch_size=400_000), 'v5e:2x2',
+  plan = planner.make_plan(tiny_config(global_batch_size=600_000), 'v5e:2x2',
                            str(tmp_path / 'b'), log=lambda m: None)
   assert plan['fits']['fits'] is False, plan['fits']
   assert plan['fits']['what'].startswith('teacher 1@32')

@@ -10,6 +10,7 @@ from mutualnet_jax import data
 from mutualnet_jax import models
 from mutualnet_jax.config import defaults
 from mutualnet_jax.data import grids
+from mutualnet_jax.models import pixels
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,9 @@ def config_problems(config, device_count: Optional[int] = None) -> List[str]:
   augment = config.get('augment', 'inception_crop')
   if augment not in data.AUGMENTS:
     p.append(f'augment: unknown {augment!r}; known: {", ".join(data.AUGMENTS)}')
+  image_dtype = pixels.image_dtype(config)
+  if image_dtype not in pixels.IMAGE_DTYPES:
+    p.append(f'image_dtype: unknown {image_dtype!r}; known: {", ".join(pixels.IMAGE_DTYPES)}')
   decay_on = config.get('weight_decay_on', 'kernels')
   if decay_on not in defaults.WEIGHT_DECAY_ON:
     p.append(f'weight_decay_on: unknown {decay_on!r}; known: '

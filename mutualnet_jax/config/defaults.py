@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_resize_ratio = 0.875  # eval: resize shorter side to res / ratio, center crop res
   c.shuffle_buffer = 16_384
   c.prefetch_batches = 2
+  # What the host sends: 'uint8' pixels, normalised in the kernels (models/pixels.py), only the
+  # resolutions each step's draws use; or 'float32', normalised on the host, every resolution in
+  # every batch (the pipeline before issue 43, 4-5x the bytes; checkpoints before the field).
+  c.image_dtype = 'uint8'
   c.digits_image_size = 32     # dataset='digits': 8x8 digits upscaled to this many pixels
   c.max_image_pixels = 89_478_485   # image_folder: larger images are skipped (PIL's bomb limit)
 

@@ -2,9 +2,10 @@
 
 --benchmark: images/s of create_train_dataset(config).
 --compare: writes ImageNet-like JPEGs to a temp image folder and times, in one run, (a) the
-config's multi-resolution training pipeline (the defaults': 224, 192, 160, 128) and (b) a plain
-single-resolution one (decode, inception crop, flip, normalize), both reading the same files
-with the same parallelism; and the bytes per image each sends to the devices.
+config's multi-resolution training pipeline (the defaults': 224, 192, 160, 128), the same with
+float32 images (before issue 43) and (b) a plain single-resolution one (decode, inception crop,
+flip, normalize), all reading the same files with the same parallelism; and the bytes per image
+each sends to the devices.
 """
 
 import copy
@@ -18,7 +19,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mutualnet_jax.data import pipeline
+from mutualnet_jax.models import pixels
 from mutualnet_jax.data import preprocess
+
 
 def _cpu_seconds():
   t = os.times()
@@ -91,19 +94,25 @@ def plain_imagenet_dataset(root, batch_size, size=224, seed=0, area_range=(0.08,
   return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
-def batch_bytes_per_image(ds) -> float:
-  """Bytes a batch of ``ds`` carries per image (every array of it: images at each resolution,
-  labels), what the host sends to the devices."""
-  batch = next(iter(ds))
-  return sum(np.asarray(v).nbytes for v in batch.values()) / int(batch['label'].shape[0])
+def batch_bytes_per_image(ds, num_batches=50) -> float:
+  """Bytes the first ``num_batches`` batches of ``ds`` carry per image (every array: images at
+  each resolution the step uses, labels), what the host sends to the devices."""
+  total, images = 0, 0
+  for batch in ds.take(num_batches).as_numpy_iterator():
+    total += sum(np.asarray(v).nbytes for v in batch.values())
+    images += int(batch['label'].shape[0])
+  return total / images
 
 
-def compare(num_images, batch_size, num_batches, config) -> Dict:
+def compare(num_images, batch_size, num_batches, config, step_resolutions=None) -> Dict:
   """Images/s (per wall and per CPU second) and bytes per image of the multi-resolution
   training pipeline of ``config`` (its resolutions, crops and augmentation; the data fields are
-  replaced by a folder of generated ImageNet-like JPEGs) and of the plain single-resolution
-  pipeline, in one run, alternating; printed, and returned as a dict (the data layer cannot
-  import the config layer: the tool passes the config)."""
+  replaced by a folder of generated ImageNet-like JPEGs), of the same with float32 images when
+  the config sends uint8 (the pipeline before issue 43: every resolution of every image,
+  normalised on the host), and of the plain single-resolution pipeline, in one run,
+  alternating; printed, and returned as a dict whose first pipeline is the config's (the data
+  layer cannot import the config or training layers: the tool passes the config and
+  ``step_resolutions``, the resolutions each step draws, as the trainer does)."""
   with tempfile.TemporaryDirectory() as root:
     t = time.perf_counter()
     jpegs = write_jpegs(root, num_images)
@@ -116,31 +125,38 @@ def compare(num_images, batch_size, num_batches, config) -> Dict:
     config.eval_split = 'train'
     config.global_batch_size = batch_size
     config.shuffle_buffer = 1024
-    multi_name = f'multi-res {tuple(int(r) for r in config.resolutions)}'
-    plain_name = f'plain {int(config.resolutions[0])}'
-    multi = pipeline.create_train_dataset(config, process_index=0, process_count=1)
+    resolutions = tuple(int(r) for r in config.resolutions)
+    pipelines = {}   # name -> dataset; the multi-resolution ones first
+    for dtype in dict.fromkeys((pixels.image_dtype(config), 'float32')):
+      c = copy.deepcopy(config)
+      c.image_dtype = dtype
+      pipelines[f'multi-res {resolutions} {dtype}'] = pipeline.create_train_dataset(
+          c, process_index=0, process_count=1, step_resolutions=step_resolutions)
+    plain_name = f'plain {resolutions[0]}'
     # Same crop area range as the multi-resolution pipeline: compare the pipelines, not crops.
-    plain = plain_imagenet_dataset(root, batch_size, size=int(config.resolutions[0]),
-                                   area_range=tuple(config.crop_scale))
+    pipelines[plain_name] = plain_imagenet_dataset(root, batch_size, size=resolutions[0],
+                                                   area_range=tuple(config.crop_scale))
     results = {}
-    for _ in range(3):  # alternate, so neither benefits from a warmer page cache or CPU
-      for name, ds in ((multi_name, multi), (plain_name, plain)):
+    for _ in range(3):  # alternate, so none benefits from a warmer page cache or CPU
+      for name, ds in pipelines.items():
         for unit in ('wall', 'cpu'):
           rate = images_per_second(ds, num_batches, cpu=unit == 'cpu')
           results.setdefault((name, unit), []).append(rate)
     best = {k: max(v) for k, v in results.items()}  # best of 3: the least disturbed
     out = {'jpegs': jpegs, 'pipelines': {}}
-    for name, ds in ((multi_name, multi), (plain_name, plain)):
+    for name, ds in pipelines.items():
       out['pipelines'][name] = {'images_per_wall_s': best[(name, 'wall')],
                                 'images_per_cpu_s': best[(name, 'cpu')],
                                 'bytes_per_image': batch_bytes_per_image(ds)}
     for name, r in out['pipelines'].items():
-      print(f'{name:30s} {r["images_per_wall_s"]:8.1f} images per wall second, '
+      print(f'{name:36s} {r["images_per_wall_s"]:8.1f} images per wall second, '
             f'{r["images_per_cpu_s"]:8.1f} per CPU second, '
             f'{r["bytes_per_image"] / 1e3:8.1f} KB per image')
-    for unit in ('wall', 'cpu'):
-      m, p = (best[(n, unit)] for n in (multi_name, plain_name))
-      print(f'cost ratio multi/plain ({unit} time per image) = {p / m:.2f}x')
+    for name in pipelines:
+      if name != plain_name:
+        for unit in ('wall', 'cpu'):
+          m, p = best[(name, unit)], best[(plain_name, unit)]
+          print(f'cost ratio {name} / plain ({unit} time per image) = {p / m:.2f}x')
     return out
 
 

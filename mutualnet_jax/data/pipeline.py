@@ -22,8 +22,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import tensorflow as tf
 
-from mutualnet_jax.data import preprocess
 from mutualnet_jax.data import grids
+from mutualnet_jax.models import pixels
+from mutualnet_jax.data import preprocess
 from mutualnet_jax.data.sources import (  # pylint: disable=unused-import
     DataConfigError, open_source, validate_data_config)
 
@@ -165,9 +166,32 @@ def _replace_invalid(batch):
   return tf.cond(do_fix, fix, lambda: dict(batch))
 
 
-def _train_batches(ds, config, stream_seed, batch_size, resolutions, with_mask=False):
+def _finish(config):
+  """What turns [0, 1] images into the batch's: uint8 pixels, or nothing (already normalised)."""
+  return preprocess.quantize if pixels.image_dtype(config) == 'uint8' else None
+
+
+def _used_resolutions(step_resolutions, resolutions):
+  """A tf function of the step: which of ``resolutions`` the step's draws use (bool each)."""
+  def used(step):
+    drawn = step_resolutions(int(step))
+    return np.array([r in drawn for r in resolutions])
+
+  def op(step):
+    mask = tf.numpy_function(used, [step], tf.bool, stateful=False)
+    mask.set_shape([len(resolutions)])
+    return mask
+  return op
+
+
+def _train_batches(ds, config, stream_seed, batch_size, resolutions, with_mask=False,
+                   step_resolutions=None, start_step=0):
   """Stream of {'index', 'image' (encoded), 'label'} -> batches at ``resolutions`` (highest
-  first): each image is cropped at the highest and resized down to the others."""
+  first): each image is cropped at the highest and resized down to the others.
+
+  ``step_resolutions(step)`` (uint8 pixels only): the resolutions step ``step`` uses (batches
+  count from ``start_step``); the others hold no rows and cost no resize.
+  """
   resolutions = tuple(int(r) for r in resolutions)
   row_fn, spec = _train_row_fn(config, stream_seed, resolutions[0])
   ds = _decode_batches(ds, row_fn, batch_size, spec)
@@ -175,19 +199,24 @@ def _train_batches(ds, config, stream_seed, batch_size, resolutions, with_mask=F
   # The published CIFAR recipe has no colour jitter.
   jitter = float(config.color_jitter) > 0 and augment == 'inception_crop'
   mean, std = preprocess.AUGMENTS[augment]
+  finish = _finish(config)
+  used = None
+  if finish is not None and step_resolutions is not None and len(resolutions) > 1:
+    used = _used_resolutions(step_resolutions, resolutions)
 
-  def post(batch):
+  def post(step, batch):
     keys = ('image', 'flip', 'jitter', 'label', 'valid')
     batch = _replace_invalid({k: batch[k] for k in keys})
     images = preprocess.augment_batch_xla(batch['image'], batch['flip'], batch['jitter'], jitter,
-                                          mean, std)
-    out = preprocess.multi_resolution(images, resolutions)
+                                          mean, std, normalized=finish is None)
+    mask = used(step) if used is not None else None
+    out = preprocess.multi_resolution(images, resolutions, mask, finish)
     out['label'] = batch['label']
     if with_mask:
       out['mask'] = tf.ones_like(batch['label'], tf.float32)
     return out
 
-  ds = ds.map(post, num_parallel_calls=AUTOTUNE)
+  ds = ds.enumerate(start=int(start_step)).map(post, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(max(1, config.prefetch_batches)).with_options(_options())
 
 
@@ -195,11 +224,15 @@ def _indexed(index, ex):
   return dict(ex, index=index)
 
 
-def create_train_dataset(config, *, process_index=None, process_count=None, start_step=0):
+def create_train_dataset(config, *, process_index=None, process_count=None, start_step=0,
+                         step_resolutions=None):
   """Infinite, deterministic, resumable per-host training batches (drop remainder).
 
   They hold the resolutions the mode trains (``grids.train_resolutions``): a ``usnet`` run's
-  the highest only, an ``independent`` run's its own.
+  the highest only, an ``independent`` run's its own. With ``config.image_dtype='uint8'`` (the
+  default) the images are uint8 pixels, and given ``step_resolutions(step)`` (the resolutions
+  training step ``step`` uses: the trainer passes ``mutualnet.step_resolutions``) a resolution
+  the step does not use has no rows; with ``'float32'`` every resolution is there, normalised.
   """
   pi, pc = _process(process_index, process_count)
   batch_size = _per_host(config.global_batch_size, pc)
@@ -221,7 +254,8 @@ def create_train_dataset(config, *, process_index=None, process_count=None, star
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset).map(_indexed)
   return _train_batches(ds, config, _stream_seed(config.seed, pi, 'augment'), batch_size,
-                        grids.train_resolutions(config))
+                        grids.train_resolutions(config),
+                        step_resolutions=step_resolutions, start_step=start_step)
 
 
 def create_calibration_dataset(config, num_images, batch_size, *, process_index=None,
@@ -268,10 +302,12 @@ def create_eval_dataset(config, *, split=None, batch_size=None, process_index=No
   resolutions = grids.data_resolutions(config, resolutions)
   size = resolutions[0]
   ratio = float(config.eval_resize_ratio)
+  finish = _finish(config)
+  normalized = finish is None
   if _augment(config) == 'cifar':   # the whole image, as the published CIFAR test loader
-    decode = lambda data: preprocess.cifar_eval_image(data, size)
+    decode = lambda data: preprocess.cifar_eval_image(data, size, normalized)
   else:
-    decode = lambda data: preprocess.eval_image(data, size, ratio)
+    decode = lambda data: preprocess.eval_image(data, size, ratio, normalized)
 
   def row_fn(ex):  # padding rows are not decoded
     return {'image': tf.cond(ex['real'], lambda: decode(ex['image']),
@@ -284,7 +320,7 @@ def create_eval_dataset(config, *, split=None, batch_size=None, process_index=No
   ds = _decode_batches(ds, row_fn, per_host, {'image': tf.TensorSpec([size, size, 3])})
 
   def post(batch):
-    out = preprocess.multi_resolution(batch['image'], resolutions)
+    out = preprocess.multi_resolution(batch['image'], resolutions, finish=finish)
     out['label'] = batch['label']
     out['mask'] = tf.cast(batch['valid'] & batch['real'], tf.float32)
     return out
@@ -304,6 +340,8 @@ def device_batches(dataset_or_iterator, mesh, prefetch=2):
   """Per-host numpy batches -> global jax.Arrays sharded over mesh axis 'data', prefetched.
 
   Transfers are asynchronous; keeping `prefetch` batches in flight hides them behind compute.
+  An entry with no rows (a resolution the step does not use) is not sent: the batch has no key
+  for it.
   """
   sharding = NamedSharding(mesh, P('data'))
   if isinstance(dataset_or_iterator, tf.data.Dataset):
@@ -312,8 +350,8 @@ def device_batches(dataset_or_iterator, mesh, prefetch=2):
     it = iter(dataset_or_iterator)
 
   def put(batch):
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(x))
+            for k, x in batch.items() if np.shape(x)[0]}
 
   queue = collections.deque()
   for batch in it:

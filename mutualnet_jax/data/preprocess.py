@@ -10,15 +10,14 @@ import math
 import tensorflow as tf
 
 from mutualnet_jax.data import image_key
+from mutualnet_jax.models import pixels
 
-MEAN_RGB = (0.485, 0.456, 0.406)
-STDDEV_RGB = (0.229, 0.224, 0.225)
-# The published code's CIFAR normalisation (utils/datasets.py get_cifar), in [0, 1] units.
-CIFAR_MEAN_RGB = tuple(v / 255.0 for v in (125.3, 123.0, 113.9))
-CIFAR_STDDEV_RGB = tuple(v / 255.0 for v in (63.0, 62.1, 66.7))
+# The normalisations (models/pixels.py, where the kernels read them).
+MEAN_RGB, STDDEV_RGB = pixels.IMAGENET
+CIFAR_MEAN_RGB, CIFAR_STDDEV_RGB = pixels.CIFAR
 CIFAR_PAD = 4
 # config.augment: the training/evaluation recipe; each names its normalisation.
-AUGMENTS = {'inception_crop': (MEAN_RGB, STDDEV_RGB), 'cifar': (CIFAR_MEAN_RGB, CIFAR_STDDEV_RGB)}
+AUGMENTS = pixels.STATS
 _GRAY = (0.299, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 _ATTEMPTS = 10
 
@@ -97,8 +96,10 @@ def normalize(image, mean=MEAN_RGB, std=STDDEV_RGB):
   return (image - tf.constant(mean, image.dtype)) / tf.constant(std, image.dtype)
 
 
-def augment_batch(images, flips, factors, jitter=True, mean=MEAN_RGB, std=STDDEV_RGB):
-  """Pixels in [0, 255] [B, H, W, 3] -> flipped where flips, color-jittered, normalized.
+def augment_batch(images, flips, factors, jitter=True, mean=MEAN_RGB, std=STDDEV_RGB,
+                  normalized=True):
+  """Pixels in [0, 255] [B, H, W, 3] -> flipped where flips, color-jittered, normalized (with
+  ``normalized=False``: in [0, 1], for :func:`quantize`; the kernels normalise).
 
   XLA fuses the ~20 elementwise passes into about one: ~6x faster than separate TF ops.
   """
@@ -106,7 +107,13 @@ def augment_batch(images, flips, factors, jitter=True, mean=MEAN_RGB, std=STDDEV
   x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
   if jitter:
     x = color_jitter(x, factors)
-  return normalize(x, mean, std)
+  return normalize(x, mean, std) if normalized else x
+
+
+def quantize(images):
+  """[0, 1] RGB -> uint8 pixels, rounded to the nearest level (what ``config.image_dtype='uint8'``
+  sends; :func:`mutualnet_jax.models.pixels.to_inputs` normalises them in the kernels)."""
+  return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
 
 
 augment_batch_xla = tf.function(augment_batch, jit_compile=True)
@@ -123,8 +130,9 @@ def train_image(data, seed, size, crop_scale=(0.25, 1.0)):
   return image
 
 
-def eval_image(data, size, resize_ratio=0.875):
-  """Encoded image -> normalized [size, size, 3]: shorter side to size/ratio, center crop."""
+def eval_image(data, size, resize_ratio=0.875, normalized=True):
+  """Encoded image -> normalized [size, size, 3]: shorter side to size/ratio, center crop
+  (``normalized=False``: in [0, 1])."""
   image = tf.io.decode_image(data, channels=3, expand_animations=False)
   image.set_shape([None, None, 3])
   short = round(size / resize_ratio)
@@ -135,7 +143,8 @@ def eval_image(data, size, resize_ratio=0.875):
   top = (new[0] - size) // 2
   left = (new[1] - size) // 2
   image = tf.slice(image, [top, left, 0], [size, size, 3])
-  image = normalize(tf.clip_by_value(image, 0.0, 255.0) / 255.0)
+  image = tf.clip_by_value(image, 0.0, 255.0) / 255.0
+  image = normalize(image) if normalized else image
   image.set_shape([size, size, 3])
   return image
 
@@ -170,19 +179,32 @@ def cifar_train_image(data, seed, size, pad=CIFAR_PAD):
   return image
 
 
-def cifar_eval_image(data, size):
-  """Encoded image -> the whole ``size``-pixel image, CIFAR-normalized (no crop, no resize)."""
-  return normalize(_whole_image(data, size) / 255.0, CIFAR_MEAN_RGB, CIFAR_STDDEV_RGB)
+def cifar_eval_image(data, size, normalized=True):
+  """Encoded image -> the whole ``size``-pixel image, CIFAR-normalized (no crop, no resize;
+  ``normalized=False``: in [0, 1])."""
+  image = _whole_image(data, size) / 255.0
+  return normalize(image, CIFAR_MEAN_RGB, CIFAR_STDDEV_RGB) if normalized else image
 
 
-def multi_resolution(images, resolutions):
-  """Batch [B, R, R, 3] at R = resolutions[0] -> {image_key(r): align-corners bilinear resize}."""
+def multi_resolution(images, resolutions, used=None, finish=None):
+  """Batch [B, R, R, 3] at R = resolutions[0] -> {image_key(r): align-corners bilinear resize},
+  each passed through ``finish`` (e.g. :func:`quantize`).
+
+  ``used``: a bool tensor, one per resolution; where it is False nothing is resized and the
+  entry has no rows ([0, r, r, 3]): a resolution no subnet of the step draws.
+  """
+  finish = finish or (lambda x: x)
   out = {}
   top = resolutions[0]
-  for r in resolutions:
-    if r == top:
-      out[image_key(r)] = images
+  for i, r in enumerate(resolutions):
+    def make(r=r):
+      if r == top:
+        return finish(images)
+      return finish(tf.raw_ops.ResizeBilinear(  # = tf.compat.v1 resize_bilinear
+          images=images, size=(r, r), align_corners=True, half_pixel_centers=False))
+    if used is None:
+      out[image_key(r)] = make()
     else:
-      out[image_key(r)] = tf.raw_ops.ResizeBilinear(  # = tf.compat.v1 resize_bilinear
-          images=images, size=(r, r), align_corners=True, half_pixel_centers=False)
+      empty = lambda r=r: finish(tf.zeros([0, r, r, 3], images.dtype))
+      out[image_key(r)] = tf.cond(used[i], make, empty)
   return out

@@ -32,6 +32,7 @@ from absl import logging
 from mutualnet_jax import models
 from mutualnet_jax.data import grids
 from mutualnet_jax.data import pipeline
+from mutualnet_jax.models import pixels
 from mutualnet_jax.evaluation import calibration
 from mutualnet_jax.evaluation import evaluator
 from mutualnet_jax.runtime import parallel
@@ -73,7 +74,8 @@ class PeriodicEvaluation:
       self._mesh = parallel.create_mesh()
     self._ahead = evaluator.compile_ahead(
         pool, self.model, params, self._mesh, self.subnets,
-        calib_batch=int(c.calib_batch_size), eval_batch=int(c.eval_batch_size))
+        calib_batch=int(c.calib_batch_size), eval_batch=int(c.eval_batch_size),
+        image_dtype=pixels.image_dtype(c))
 
   def due(self, step: int, final: bool) -> bool:
     return self.every > 0 and (final or step % self.every == 0)
@@ -123,7 +125,7 @@ class PeriodicEvaluation:
     if c.eval_num_examples > 0:
       num_eval = min(num_eval, int(c.eval_num_examples))
     data_res = grids.data_resolutions(c, self.resolutions)
-    if evaluator.eval_set_bytes(data_res, num_eval) <= float(c.eval_cache_gb) * 1e9:
+    if evaluator.keeps_eval_set(c, data_res, num_eval, 'Evaluation during training'):
       self._eval_host = []
       for batch in ds.as_numpy_iterator():
         preemption.check()   # decoding a large evaluation set takes a while

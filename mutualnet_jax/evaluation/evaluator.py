@@ -44,6 +44,7 @@ from mutualnet_jax.runtime import parallel
 from mutualnet_jax.runtime import preemption
 from mutualnet_jax.evaluation import query_table
 from mutualnet_jax.data import grids
+from mutualnet_jax.models import pixels
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,12 +58,14 @@ def infer_fn(model, width: float):
 
 
 def compile_ahead(pool, model, params, mesh, subnets, *, calib_batch: int, eval_batch: int,
-                  latency_batches: Sequence[int] = (), calibrate=lambda w, r: True) -> Dict:
+                  latency_batches: Sequence[int] = (), calibrate=lambda w, r: True,
+                  image_dtype: str = 'float32') -> Dict:
   """Queue on ``pool`` (anything with ``submit``) the compiles of each subnet's kernels, in the
   order of ``subnets``: BN calibration (:func:`calibration.stats_kernel`, a ``calib_batch`` of
   images sharded over ``mesh``; only where ``calibrate(width, resolution)``), evaluation
   (:func:`infer_fn`, an ``eval_batch``) and latency (each of ``latency_batches`` on this host's
-  first device).
+  first device). Calibration and evaluation take images of ``image_dtype``
+  (``config.image_dtype``: the pipeline's); latency, float32 (the network alone, as deployed).
 
   Returns ``{(width, resolution): {'calibrate' | 'evaluate' | ('latency', batch): future}}``.
   Wait for a subnet's futures (:func:`wait`) before using it: an ahead-of-time compile fills
@@ -74,8 +77,8 @@ def compile_ahead(pool, model, params, mesh, subnets, *, calib_batch: int, eval_
   rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.DATA))
   sds = lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
   params = jax.tree.map(lambda x: sds(x, rep), params)
-  images = lambda b, r, sharding: jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32,
-                                                       sharding=sharding)
+  images = lambda b, r, sharding, dtype=jnp.dtype(image_dtype): jax.ShapeDtypeStruct(
+      (b, r, r, 3), dtype, sharding=sharding)
   shapes_of_width = {}   # the statistics' shapes depend on the width only
   one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
@@ -90,12 +93,13 @@ def compile_ahead(pool, model, params, mesh, subnets, *, calib_batch: int, eval_
         params, images(calib_batch, r, shard)).compile()
 
   def infer(w, r, batch, sharding, stats_sharding, params_sharding=None):
-    """Evaluation: replicated parameters, calibrate_bn's host statistics; latency: every
-    argument on the first device."""
+    """Evaluation: replicated parameters, calibrate_bn's host statistics; latency (float32
+    images): every argument on the first device."""
     variables = {'params': jax.tree.map(lambda x: sds(x, params_sharding or x.sharding), params),
                  'batch_stats': jax.tree.map(lambda x: sds(x, stats_sharding),
                                              stats_shapes(w, r))}
-    return infer_fn(model, w).lower(variables, images(batch, r, sharding)).compile()
+    dtype = jnp.float32 if params_sharding is not None else jnp.dtype(image_dtype)
+    return infer_fn(model, w).lower(variables, images(batch, r, sharding, dtype)).compile()
 
   futures = {}
   for w, r in subnets:
@@ -161,9 +165,27 @@ def measure_latency(model, variables, width: float, resolution: int, batch_size:
   return statistics.median(times)
 
 
-def eval_set_bytes(resolutions, num_examples: int) -> int:
-  """Host memory of ``num_examples`` decoded float32 images at each of ``resolutions``."""
-  return num_examples * sum(3 * 4 * int(r) ** 2 for r in resolutions)
+def eval_set_bytes(resolutions, num_examples: int, bytes_per_value: int = 4) -> int:
+  """Host memory of ``num_examples`` decoded images at each of ``resolutions`` (float32 values;
+  ``bytes_per_value=1``: uint8 pixels)."""
+  return num_examples * sum(3 * bytes_per_value * int(r) ** 2 for r in resolutions)
+
+
+def keeps_eval_set(config, resolutions, num_examples: int, what: str) -> bool:
+  """Whether this host keeps its share of the decoded evaluation set (``num_examples`` in all,
+  at each of ``resolutions``, in ``config.image_dtype``) within ``config.eval_cache_gb``; says
+  which it is either way."""
+  per_host = -(-int(num_examples) // jax.process_count())
+  need = eval_set_bytes(resolutions, per_host, pixels.bytes_per_value(config))
+  if need <= float(config.eval_cache_gb) * 1e9:
+    logging.info('%s: this host keeps its %d decoded evaluation images (%.2f GB of %s) between '
+                 'uses.', what, per_host, need / 1e9, pixels.image_dtype(config))
+    return True
+  logging.warning('%s: the %d decoded evaluation images of this host need %.2f GB of %s, more '
+                  'than eval_cache_gb=%g: they are decoded again at every use (raise '
+                  'eval_cache_gb to keep them).', what, per_host, need / 1e9,
+                  pixels.image_dtype(config), float(config.eval_cache_gb))
+  return False
 
 
 def table_dir(config, workdir: str) -> str:
@@ -233,7 +255,7 @@ def _evaluate_grid(config, workdir, widths, resolutions, pool):
 
   _, num_eval, _ = pipeline.dataset_info(config)
   eval_ds = pipeline.create_eval_dataset(config, resolutions=resolutions)
-  cache_eval = eval_set_bytes(data_res, num_eval) <= float(config.eval_cache_gb) * 1e9
+  cache_eval = keeps_eval_set(config, data_res, num_eval, 'The query table')
   if cache_eval:
     t0 = time.perf_counter()
     eval_host = []
@@ -262,7 +284,7 @@ def _evaluate_grid(config, workdir, widths, resolutions, pool):
       pool, model, params, mesh, configs, calib_batch=int(config.calib_batch_size),
       eval_batch=int(config.eval_batch_size),
       latency_batches=([1] if 1 in lat_sizes else []) + ([thr_batch] if thr_batch else []),
-      calibrate=lambda w, r: not cached[(w, r)])
+      calibrate=lambda w, r: not cached[(w, r)], image_dtype=pixels.image_dtype(config))
   rows, stats_of, t_start = [], {}, time.perf_counter()
   for i, (w, r) in enumerate(configs):
     preemption.check()   # SIGTERM: the cached statistics so far stay; the table is not written

@@ -17,6 +17,7 @@ whose parameters are written as a checkpoint that ``--mode=eval`` calibrates and
 exactly as a JAX run's.
 """
 
+import functools
 import json
 import os
 import time
@@ -29,6 +30,7 @@ from absl import logging
 
 from mutualnet_jax import models
 from mutualnet_jax.data import image_key
+from mutualnet_jax.models import pixels
 from mutualnet_jax.interop import convert_torch
 from mutualnet_jax.interop import torch_models
 from mutualnet_jax.training import mutualnet
@@ -94,8 +96,11 @@ class TorchTwin:
 
   def step(self, step: int, batch: Dict[str, np.ndarray],
            subnets: Sequence[mutualnet.Subnet]) -> List[float]:
-    """One step on a host batch (NHWC numpy, as the pipeline yields it); the subnets' losses."""
-    images = {r: torch.from_numpy(np.ascontiguousarray(batch[image_key(r)].transpose(0, 3, 1, 2)))
+    """One step on a host batch (NHWC numpy, as the pipeline yields it: uint8 pixels are
+    normalised as the JAX kernels normalise them); the subnets' losses."""
+    stats = pixels.stats_of(self.config)
+    images = {r: torch.from_numpy(np.ascontiguousarray(
+        pixels.to_inputs(batch[image_key(r)], stats).transpose(0, 3, 1, 2)))
               for r in {s.resolution for s in subnets}}
     labels = torch.from_numpy(np.asarray(batch['label'], np.int64))
     return [float(l) for l in self.step_tensors(step, images, labels, subnets)]
@@ -134,7 +139,9 @@ def _shards(config) -> int:
 
 def _batches(config):
   from mutualnet_jax.data import pipeline   # pylint: disable=g-import-not-at-top
-  return pipeline.create_train_dataset(config).as_numpy_iterator()
+  return pipeline.create_train_dataset(
+      config, step_resolutions=functools.partial(mutualnet.step_resolutions, config)
+  ).as_numpy_iterator()
 
 
 def train(config, workdir: str, *, threads: int = 0) -> Dict[str, Any]:

@@ -1,7 +1,9 @@
 """Model registry: ``create(name, num_classes=..., max_width=...)`` returns a slimmable module.
 
 Every module is called as ``model.apply(variables, images_nhwc, width=w, train=...)`` with ``w`` a
-static Python float in ``[min_width, max_width]``.
+static Python float in ``[min_width, max_width]``. The images are uint8 pixels, which the module
+normalises with its ``pixel_stats`` (:mod:`mutualnet_jax.models.pixels`), or float images already
+normalised.
 """
 
 import functools
@@ -9,6 +11,7 @@ from typing import Callable, Dict, Optional
 
 import flax.linen as nn
 
+from mutualnet_jax.models import pixels
 from mutualnet_jax.models.mobilenet_v1 import MobileNetV1
 from mutualnet_jax.models.mobilenet_v2 import MobileNetV2
 from mutualnet_jax.models.resnet import ResNet
@@ -62,7 +65,8 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
 
   kwargs: ``min_width`` (lowest width the module accepts), ``layer_forms`` (see
   :mod:`mutualnet_jax.models.layer_forms`; ``depthwise_impl`` is its old name), ``axis_name``,
-  ``dtype`` (the compute dtype, one of ``COMPUTE_DTYPES``; parameters are float32 either way).
+  ``dtype`` (the compute dtype, one of ``COMPUTE_DTYPES``; parameters are float32 either way),
+  ``pixel_stats`` (the (mean, std) that normalise uint8 images; ImageNet's by default).
   """
   if name not in REGISTRY:
     raise ValueError(f'unknown model {name!r}; known: {", ".join(sorted(REGISTRY))}')
@@ -81,7 +85,7 @@ def create(name: str, *, num_classes: int = 1000, max_width: float = 1.0, **kwar
 def from_config(config, axis_name: Optional[str] = None, *,
                 inference: bool = False) -> nn.Module:
   """The config's model (``model``, ``num_classes``, width range, ``xla_cpu.layer_forms``,
-  compute dtype).
+  compute dtype, the normalisation of ``augment``'s recipe for uint8 images).
 
   The compute dtype is ``config.compute_dtype``; with ``inference`` (BN calibration,
   evaluation, export) it is ``config.eval_dtype`` when set, so a network trained in bfloat16 is
@@ -104,7 +108,8 @@ def from_config(config, axis_name: Optional[str] = None, *,
     kwargs['divisor'] = divisor
   return create(config.model, num_classes=config.num_classes, max_width=config.width_upper,
                 min_width=lower, layer_forms=config.xla_cpu.layer_forms, axis_name=axis_name,
-                dtype=compute_dtype(config, inference), **kwargs)
+                dtype=compute_dtype(config, inference), pixel_stats=pixels.stats_of(config),
+                **kwargs)
 
 
 def compute_dtype(config, inference: bool = False) -> str:

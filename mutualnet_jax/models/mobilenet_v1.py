@@ -9,6 +9,7 @@ from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 
+from mutualnet_jax.models import pixels
 from mutualnet_jax.models import slimmable
 
 # (base channels, repeats, first stride), as in the reference.
@@ -27,12 +28,13 @@ class MobileNetV1(nn.Module):
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None   # set for synchronised BN across a mapped axis
   dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
+  pixel_stats: pixels.Stats = pixels.IMAGENET   # (mean, std) that normalise uint8 inputs
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'MobileNetV1')
     slimmable.check_images(x, 'MobileNetV1')
-    x = slimmable.to_compute_dtype(x, self.dtype)
+    x = slimmable.to_compute_dtype(pixels.to_inputs(x, self.pixel_stats), self.dtype)
     ch = lambda base, w: slimmable.make_divisible(base * w, self.divisor)
     unit = lambda **kw: slimmable.ConvBNReLU(
         layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import flax.linen as nn
 
+from mutualnet_jax.models import pixels
 from mutualnet_jax.models import slimmable
 
 # (expansion t, base channels c, repeats n, first stride s): the standard table.
@@ -55,12 +56,13 @@ class MobileNetV2(nn.Module):
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
   dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
+  pixel_stats: pixels.Stats = pixels.IMAGENET   # (mean, std) that normalise uint8 inputs
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'MobileNetV2')
     slimmable.check_images(x, 'MobileNetV2')
-    x = slimmable.to_compute_dtype(x, self.dtype)
+    x = slimmable.to_compute_dtype(pixels.to_inputs(x, self.pixel_stats), self.dtype)
     ch = slimmable.channels
     unit = lambda **kw: slimmable.ConvBNReLU(
         layer_forms=self.layer_forms, axis_name=self.axis_name, **kw)

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 
+from mutualnet_jax.models import pixels
 from mutualnet_jax.models import slimmable
 
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
@@ -66,12 +67,13 @@ class ResNet(nn.Module):
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
   dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
+  pixel_stats: pixels.Stats = pixels.IMAGENET   # (mean, std) that normalise uint8 inputs
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'ResNet')
     slimmable.check_images(x, 'ResNet')
-    x = slimmable.to_compute_dtype(x, self.dtype)
+    x = slimmable.to_compute_dtype(pixels.to_inputs(x, self.pixel_stats), self.dtype)
     x = slimmable.ConvBNReLU(3, channels(STEM_CHANNELS, self.max_width, MID_RATIO),
                              kernel_size=7, stride=2, activation='relu',
                              layer_forms=self.layer_forms, axis_name=self.axis_name,

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 
+from mutualnet_jax.models import pixels
 from mutualnet_jax.models import slimmable
 
 CFG16 = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M')
@@ -24,12 +25,13 @@ class VGG(nn.Module):
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
   dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
+  pixel_stats: pixels.Stats = pixels.IMAGENET   # (mean, std) that normalise uint8 inputs
 
   @nn.compact
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'VGG')
     slimmable.check_images(x, 'VGG')
-    x = slimmable.to_compute_dtype(x, self.dtype)
+    x = slimmable.to_compute_dtype(pixels.to_inputs(x, self.pixel_stats), self.dtype)
     in_max, i = 3, 0
     for v in self.cfg:
       if v == 'M':

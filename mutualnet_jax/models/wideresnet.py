@@ -15,6 +15,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mutualnet_jax.models import pixels
 from mutualnet_jax.models import slimmable
 
 
@@ -62,6 +63,7 @@ class WideResNet(nn.Module):
   layer_forms: str = 'auto'   # see models/layer_forms.py
   axis_name: Optional[str] = None
   dtype: str = 'float32'           # compute dtype (models/slimmable.py: COMPUTE_DTYPES)
+  pixel_stats: pixels.Stats = pixels.IMAGENET   # (mean, std) that normalise uint8 inputs
 
   def blocks_per_group(self) -> int:
     if self.depth < 10 or (self.depth - 4) % 6:
@@ -72,7 +74,7 @@ class WideResNet(nn.Module):
   def __call__(self, x, *, width: float, train: bool):
     width = slimmable.check_width(width, self.min_width, self.max_width, 'WideResNet')
     slimmable.check_images(x, 'WideResNet')
-    x = slimmable.to_compute_dtype(x, self.dtype)
+    x = slimmable.to_compute_dtype(pixels.to_inputs(x, self.pixel_stats), self.dtype)
     n = self.blocks_per_group()
     ch = slimmable.channels
     x = slimmable.SlimConv(3, ch(16, self.max_width), 3, 1, self.layer_forms, name='stem')(

@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Optional
 
 import jax
 
+from mutualnet_jax.models import pixels
 from mutualnet_jax.planning import chips
 from mutualnet_jax.planning import estimate
 from mutualnet_jax.planning import report
@@ -138,7 +139,8 @@ def make_plan(config, topology: str, out_dir: Optional[str] = None, *,
                  'compute_dtype': c.compute_dtype, 'layer_forms': c.xla_cpu.layer_forms,
                  'resolutions': list(c.resolutions), 'width_range': [c.width_lower,
                                                                      c.width_upper],
-                 'width_step': c.width_step, 'kernels': kernels},
+                 'width_step': c.width_step, 'kernels': kernels,
+                 'image_dtype': pixels.image_dtype(c)},
   }
 
   def finish(verdict: Dict) -> Dict:

@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSh
 
 from mutualnet_jax import models
 from mutualnet_jax.data import grids
+from mutualnet_jax.models import pixels
 from mutualnet_jax.evaluation import calibration
 from mutualnet_jax.evaluation import evaluator
 from mutualnet_jax.evaluation import flops
@@ -135,14 +136,16 @@ class Programs:
 
   def resident_bytes(self, global_batch: Optional[int] = None) -> Dict[str, float]:
     """Per chip: the train state, the accumulated gradients, the teacher's soft targets and
-    the batches in flight (every training resolution, ``prefetch_batches`` + 1 of them, the
-    images as the pipeline sends them)."""
+    the batches in flight (every training resolution, as a step that draws them all holds,
+    ``prefetch_batches`` + 1 of them, the images as the pipeline sends them: uint8 pixels or
+    float32, ``config.image_dtype``)."""
     c = self.config
     b = (global_batch or c.global_batch_size) / self.n
     nbytes = lambda t: float(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t)))
     state = jax.eval_shape(functools.partial(step_kernels.initial_state,
                                              optimizer=self.optimizer), self.params_shape)
-    images = sum(3 * 4 * r * r for r in grids.train_resolutions(c)) + 4   # float32, + label
+    per_value = pixels.bytes_per_value(c)
+    images = sum(3 * per_value * r * r for r in grids.train_resolutions(c)) + 4   # + label
     return {'train_state': nbytes(state), 'gradients': nbytes(self.params_shape),
             'soft_targets': 4.0 * c.num_classes * b,
             'batches': (int(c.prefetch_batches) + 1) * images * b}
@@ -163,11 +166,14 @@ class Programs:
     if batch not in self._step_kernels:
       self._step_kernels[batch] = step_kernels.StepKernels(
           self.model, self.optimizer, self.mesh, self.params_shape, batch,
-          self.config.num_classes, max_workers=1, compiler_options=None, cache_tag=None)
+          self.config.num_classes, max_workers=1, compiler_options=None, cache_tag=None,
+          image_dtype=pixels.image_dtype(self.config))
     return self._step_kernels[batch]
 
-  def _images(self, batch: int, r: int, sharding):
-    return jax.ShapeDtypeStruct((batch, r, r, 3), jnp.float32, sharding=sharding)
+  def _images(self, batch: int, r: int, sharding, dtype=None):
+    """Abstract images: the pipeline's (``config.image_dtype``) unless ``dtype`` says."""
+    dtype = dtype or jnp.dtype(pixels.image_dtype(self.config))
+    return jax.ShapeDtypeStruct((batch, r, r, 3), dtype, sharding=sharding)
 
   def _params(self, sharding):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
@@ -196,8 +202,8 @@ class Programs:
                                                                    self._shard))
       variables = {'params': self._params(sharding), 'batch_stats': jax.tree.map(
           lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), stats)}
-      images = self._images(k.batch, k.resolution,
-                            self._shard if k.kind == 'evaluate' else sharding)
+      images = (self._images(k.batch, k.resolution, self._shard) if k.kind == 'evaluate' else
+                self._images(k.batch, k.resolution, sharding, jnp.float32))   # as deployed
       return evaluator.infer_fn(self.eval_model, k.width), (variables, images)
     raise ValueError(f'unknown kernel kind {k.kind!r}')
 

@@ -13,6 +13,12 @@ def _pct(x) -> str:
   return '' if x is None else f'{100 * x:.1f}%'
 
 
+def _images(config: Dict) -> str:
+  """The batches' images: a plan made before ``image_dtype`` existed compiled float32 ones."""
+  return ('uint8 pixels' if config.get('image_dtype', 'float32') == 'uint8' else
+          'float32 (normalised on the host)')
+
+
 def _verdict(plan: Dict) -> str:
   f = plan.get('fits', {})
   if f.get('fits') is None:
@@ -53,7 +59,7 @@ def markdown(plan: Dict) -> str:
          f'- Config: global batch {c["global_batch_size"]} ({c["batch_per_chip"]} per chip), '
          f'{c["compute_dtype"]}, layer forms `{c["layer_forms"]}`, widths '
          f'[{c["width_range"][0]:g}, {c["width_range"][1]:g}] step {c["width_step"]:g}, '
-         f'resolutions {c["resolutions"]}; kernels: {c["kernels"]}.',
+         f'resolutions {c["resolutions"]}, images {_images(c)}; kernels: {c["kernels"]}.',
          f'- Compiled on {plan["host"]["cpu"]}, {plan["host"]["threads"]} threads; jax '
          f'{plan["compiler"]["jax"]}, libtpu {plan["compiler"]["libtpu"]}; plan took '
          f'{plan.get("plan_s", 0):.0f} s.', '',
@@ -120,11 +126,11 @@ def _limit_cell(b: Dict) -> str:
 def summary(plans: Dict[str, Dict]) -> str:
   """One row per plan (``{name: plan}``, e.g. the folders of ``launch/tpu_plans.sh``): fits,
   batch limit, step bound, images/s per chip, MFU bound, memory-bound share of the step, the
-  grid's compile and 250 epochs' chip-hours."""
-  rows = ['| plan | slice | fits (GiB per chip) | batch/chip limit | step bound ms | '
+  grid's compile and 250 epochs' chip-hours; and the images its programs take."""
+  rows = ['| plan | slice | images | fits (GiB per chip) | batch/chip limit | step bound ms | '
           'images/s per chip | MFU bound | memory-bound share of the step | grid compile, min '
           '(one thread) | 250 epochs, chip-hours |',
-          '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+          '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
   for name, p in sorted(plans.items()):
     f, s, b, g, r = (p.get(k) or {} for k in ('fits', 'step', 'batch_limit', 'grid_compile',
                                               'run'))
@@ -132,7 +138,8 @@ def summary(plans: Dict[str, Dict]) -> str:
     if f.get('bytes'):
       fits += f' ({f["bytes"] / GIB:.2f})'
     limit = _limit_cell(b)
-    cells = [name, p['topology']['name'], fits, limit]
+    images = 'uint8' if p['config'].get('image_dtype', 'float32') == 'uint8' else 'float32'
+    cells = [name, p['topology']['name'], images, fits, limit]
     if 'step_s' in s:
       cells += [_ms(s['step_s']), f'{s["images_per_s_per_chip"]:.0f}', _pct(s['mfu_bound']),
                 _pct(s['memory_bound_share']),

@@ -42,10 +42,11 @@ TRAINED_FIELDS = (
     'digits_image_size', 'max_image_pixels',
     'global_batch_size', 'num_epochs', 'num_train_steps', 'base_lr', 'momentum', 'nesterov',
     'weight_decay', 'warmup_epochs', 'seed', 'augment', 'weight_decay_on', 'compute_dtype',
-    'channel_divisor')
+    'channel_divisor', 'image_dtype')
 # Trained fields added after checkpoints began recording the config, with the value every
-# checkpoint written before them was trained with.
-ADDED_FIELDS = {'channel_divisor': models.DEFAULT_DIVISOR}
+# checkpoint written before them was trained with. (image_dtype: uint8 pixels round each value
+# to the nearest of 256 levels, so a float32 run resumed with them would not be bit-exact.)
+ADDED_FIELDS = {'channel_divisor': models.DEFAULT_DIVISOR, 'image_dtype': 'float32'}
 SAFE_FIELDS = (
     'xla_cpu', 'data_dir', 'image_folder', 'eval_split', 'eval_resize_ratio',
     'prefetch_batches', 'init_checkpoint', 'init_skip_classifier', 'log_every_steps',

@@ -26,7 +26,7 @@ in-place distillation); ``independent`` is the cross-entropy of its one subnet a
 """
 
 import dataclasses
-from typing import Any, Callable, List, Mapping, Sequence
+from typing import Any, Callable, FrozenSet, List, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,11 @@ def draw_subnets(config, step: int) -> List[Subnet]:
     raise ValueError(f'unknown method {config.method!r}; known: {", ".join(METHODS)}')
   teacher = Subnet(grid[-1], r_max, True)
   return [teacher] + [Subnet(w, r) for w, r in zip(widths, res)]
+
+
+def step_resolutions(config, step: int) -> FrozenSet[int]:
+  """The resolutions the subnets of training step ``step`` use: the images its batch needs."""
+  return frozenset(s.resolution for s in draw_subnets(config, step))
 
 
 def all_subnets(config) -> List[Subnet]:

@@ -32,6 +32,7 @@ from mutualnet_jax.runtime import parallel
 from mutualnet_jax.runtime import preemption
 from mutualnet_jax.runtime import xla_cpu
 from mutualnet_jax.data import image_key
+from mutualnet_jax.models import pixels
 from mutualnet_jax.training import mutualnet
 from mutualnet_jax.training import optim
 from mutualnet_jax.training.mutualnet import Subnet
@@ -117,13 +118,14 @@ class StepKernels:
   ``cache_tag`` describes the optimiser (and anything else a kernel depends on beyond the model
   and its arguments, e.g. the config and schedule length): with it, kernels are also kept as
   exported modules beside JAX's persistent cache (:mod:`kernel_cache`), so a restarted run skips
-  tracing them. Without it, nothing is written.
+  tracing them. Without it, nothing is written. ``image_dtype``: the batches' images, uint8 pixels
+  (the model normalises them) or float32 (``config.image_dtype``).
   """
 
   def __init__(self, model, optimizer, mesh, params_shape, batch_per_step: int,
                num_classes: int, max_workers: int = 2,
                compiler_options: Optional[Dict[str, str]] = None,
-               cache_tag: Optional[str] = None):
+               cache_tag: Optional[str] = None, image_dtype: str = 'float32'):
     self.model, self.optimizer, self.mesh = model, optimizer, mesh
     self.compiler_options = dict(compiler_options or {})
     self.batch, self.num_classes = batch_per_step, num_classes
@@ -137,7 +139,7 @@ class StepKernels:
     self._probs = sds((self.batch, num_classes), jnp.float32, shard)
     self._scalar = sds((self.n_dev,), jnp.float32, shard)
     self._ok = sds((self.n_dev,), jnp.bool_, shard)
-    self._images = lambda r: sds((self.batch, r, r, 3), jnp.float32, shard)
+    self._images = lambda r: sds((self.batch, r, r, 3), jnp.dtype(image_dtype), shard)
     self._cache: Dict[Tuple, concurrent.futures.Future] = {}
     self._used = set()
     self._submitted = []   # submit's futures
@@ -368,5 +370,6 @@ def build_step(config, mesh, total_steps: int, steps_per_epoch: int, *,
       model, optimizer, mesh, jax.eval_shape(lambda: params), config.global_batch_size,
       config.num_classes, max_workers=max_workers or parallel.compile_workers(config),
       compiler_options=xla_cpu.compiler_options(config.xla_cpu.tune_runtime),
-      cache_tag=optim.describe(config, total_steps, steps_per_epoch))
+      cache_tag=optim.describe(config, total_steps, steps_per_epoch),
+      image_dtype=pixels.image_dtype(config))
   return RunnableStep(model, schedule, optimizer, state, kernels)

@@ -218,9 +218,12 @@ def _train(config, workdir: str, stop_after_steps: Optional[int], hooks: Sequenc
   on_device = parallel.compiles_on_device()
 
   # --- Loop.
+  # The batches hold the resolutions each step's draws use (uint8 pixels; float32: all).
   batches = pipeline.device_batches(
-      pipeline.create_train_dataset(config, start_step=start_step), mesh,
-      config.prefetch_batches)
+      pipeline.create_train_dataset(
+          config, start_step=start_step,
+          step_resolutions=functools.partial(mutualnet.step_resolutions, config)),
+      mesh, config.prefetch_batches)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   profile = _ProfileWindow(config.get('profile_steps', ()), os.path.join(workdir, 'profile'))
   run = functools.partial(step_kernels.run_step, kernels,

@@ -22,7 +22,7 @@ from mutualnet_jax.training import mutualnet, step_kernels
 PER_DEVICE = 8
 config = common.tiny_config()
 rng = np.random.default_rng(0)
-shares = [{'image_16': rng.normal(size=(PER_DEVICE, 16, 16, 3)).astype(np.float32),
+shares = [{'image_16': rng.integers(0, 256, size=(PER_DEVICE, 16, 16, 3), dtype=np.uint8),
            'label': rng.integers(0, 10, size=PER_DEVICE).astype(np.int32)} for _ in range(4)]
 for s in shares:
   s['image_8'] = s['image_16'][:, ::2, ::2]
