@@ -2,6 +2,8 @@
 
 from typing import Dict, List
 
+from mutualnet_jax.models import pixels
+
 GIB = 2 ** 30
 
 
@@ -15,7 +17,7 @@ def _pct(x) -> str:
 
 def _images(config: Dict) -> str:
   """The batches' images: a plan made before ``image_dtype`` existed compiled float32 ones."""
-  return ('uint8 pixels' if config.get('image_dtype', 'float32') == 'uint8' else
+  return ('uint8 pixels' if pixels.image_dtype(config) == 'uint8' else
           'float32 (normalised on the host)')
 
 
@@ -138,8 +140,7 @@ def summary(plans: Dict[str, Dict]) -> str:
     if f.get('bytes'):
       fits += f' ({f["bytes"] / GIB:.2f})'
     limit = _limit_cell(b)
-    images = 'uint8' if p['config'].get('image_dtype', 'float32') == 'uint8' else 'float32'
-    cells = [name, p['topology']['name'], images, fits, limit]
+    cells = [name, p['topology']['name'], pixels.image_dtype(p['config']), fits, limit]
     if 'step_s' in s:
       cells += [_ms(s['step_s']), f'{s["images_per_s_per_chip"]:.0f}', _pct(s['mfu_bound']),
                 _pct(s['memory_bound_share']),
