@@ -147,7 +147,7 @@ def synthetic_batch(config):
   from mutualnet_jax.training import mutualnet
   rng = np.random.default_rng(0)
   b = config.global_batch_size
-  if pixels.image_dtype(config) == 'uint8':
+  if pixels.sends_pixels(config):
     image = lambda r: rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8)
   else:
     image = lambda r: rng.standard_normal((b, r, r, 3), np.float32)

@@ -58,6 +58,12 @@ def image_dtype(config) -> str:
   return str(config.get('image_dtype', 'float32'))
 
 
+def sends_pixels(config) -> bool:
+  """Whether the host sends uint8 pixels (normalised in the kernels, only the drawn
+  resolutions) rather than float32 images normalised on the host."""
+  return image_dtype(config) == 'uint8'
+
+
 def bytes_per_value(config) -> int:
   """Bytes of one image value the host keeps and sends: 1 (uint8 pixels) or 4 (float32)."""
-  return 1 if image_dtype(config) == 'uint8' else 4
+  return 1 if sends_pixels(config) else 4

@@ -17,7 +17,7 @@ def _pct(x) -> str:
 
 def _images(config: Dict) -> str:
   """The batches' images: a plan made before ``image_dtype`` existed compiled float32 ones."""
-  return ('uint8 pixels' if pixels.image_dtype(config) == 'uint8' else
+  return ('uint8 pixels' if pixels.sends_pixels(config) else
           'float32 (normalised on the host)')
 
 
