@@ -6,7 +6,7 @@
 Trains the offline demo (``configs/demo.py``, ``--mode=train_and_eval``) once per (image dtype,
 seed), ``image_dtype`` uint8 (the default) and float32 (the pipeline before it), each run in
 ``ROOT/DTYPE-sSEED``. Each finished run appends one line to ``--results`` (its query table's
-top-1 per width and resolution); a run already in the results is not run again, so the script
+top-1, a fraction, per width and resolution); a run already in the results is not run again, so the script
 continues where it stopped. Then prints, per configuration, each dtype's mean top-1 over the
 seeds, their difference, and the seeds' spread within each dtype: the table moves by no more
 than seed noise when the difference is within the spread.
@@ -56,7 +56,8 @@ def report(runs, seeds):
   print('|---|---:|---:|---:|---:|---:|')
   diffs, spreads = [], []
   for c in configs:
-    vals = {d: [runs[(d, s)]['top1'][c] for s in seeds if (d, s) in runs] for d in DTYPES}
+    vals = {d: [100 * runs[(d, s)]['top1'][c] for s in seeds if (d, s) in runs]   # points
+            for d in DTYPES}
     if not all(vals.values()):
       continue
     mean = {d: statistics.mean(v) for d, v in vals.items()}
