@@ -120,7 +120,8 @@ def test_a_lost_process_stops_the_other_within_the_heartbeat_timeout_and_both_re
                          HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_S))
   procs[1].wait(timeout=600)
   lost_at = time.monotonic()
-  assert procs[1].returncode == -signal.SIGKILL
+  # Seen once under a loaded CI (-6, SIGABRT, before the kill): say what process 1 printed.
+  assert procs[1].returncode == -signal.SIGKILL, procs[1].communicate()[1][-3000:]
   _, err = procs[0].communicate(timeout=HEARTBEAT_S + 120)
   waited = time.monotonic() - lost_at
   assert procs[0].returncode != 0, err[-3000:]
