@@ -92,6 +92,10 @@ def _exit_preempted(e) -> None:
     from mutualnet_jax.runtime import jax_internals  # pylint: disable=g-import-not-at-top
     try:   # service, so it must not leave before the others are done with it
       jax_internals.barrier('preempted_exit', 20)
+      # Then disconnect, as an ordinary exit does (os._exit skips JAX's atexit): a process
+      # still connected when process 0's service closes hears of it as a fatal error and aborts
+      # (SIGABRT) in the moment between the barrier and its own os._exit.
+      jax.distributed.shutdown()
     except Exception:  # pylint: disable=broad-except
       pass   # a host already gone: leave anyway, the notice is running out
   os._exit(0)  # pylint: disable=protected-access

@@ -141,3 +141,14 @@ def test_several_processes_stop_together_in_every_phase_and_resume(tmp_path):
     assert len(f.read().strip().splitlines()) == 1 + 4
   print('seconds from the signal to the exit of both processes:', timings)
   assert all(t < NOTICE_S for t in timings.values()), timings
+
+
+@pytest.mark.multiprocess
+def test_processes_leaving_after_a_preemption_do_not_abort_one_held_past_the_barrier():
+  """Process 1 held 3 s after the exit barrier (a loaded host): process 0, which runs the
+  coordination service, must not close it under process 1, which would then abort (SIGABRT,
+  'Terminating process because the JAX distributed service detected fatal errors')."""
+  procs = common.two_processes('preempted_exit', LATE_S='3')
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0 and 'left' in out, (p.returncode, err[-3000:])
