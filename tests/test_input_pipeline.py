@@ -353,3 +353,14 @@ def test_the_pipeline_comparison_tool_runs(tmp_path):
   (host,) = out['hosts']   # v5e-8: one host of 8 chips
   assert host['chips_per_host'] == 8 and host['images_per_s_per_host'] == 8000.0
   assert abs(host['cores'] - 8000.0 / multi['images_per_cpu_s']) < 1e-6
+
+
+def test_the_fused_quantize_gives_tensorflows_bits():
+  """preprocess.quantize_xla (what the pipeline uses) against the TensorFlow ops it fuses, ties
+  (half a grey level) and values outside [0, 1] included."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-0.1, 1.1, (3, 17, 17, 3)).astype(np.float32)
+  x.flat[:512] = (np.arange(512) % 256 + 0.5) / 255
+  want = preprocess.quantize(x).numpy()
+  assert len(np.unique(want)) > 200
+  np.testing.assert_array_equal(preprocess.quantize_xla(x).numpy(), want)

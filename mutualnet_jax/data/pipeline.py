@@ -168,7 +168,7 @@ def _replace_invalid(batch):
 
 def _finish(config):
   """What turns [0, 1] images into the batch's: uint8 pixels, or nothing (already normalised)."""
-  return preprocess.quantize if pixels.sends_pixels(config) else None
+  return preprocess.quantize_xla if pixels.sends_pixels(config) else None
 
 
 def _used_resolutions(step_resolutions, resolutions):

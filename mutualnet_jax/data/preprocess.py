@@ -117,6 +117,9 @@ def quantize(images):
 
 
 augment_batch_xla = tf.function(augment_batch, jit_compile=True)
+# One fused pass instead of TensorFlow's four (clip, scale, round, cast), the same bits: the
+# uint8 pipeline's CPU time per image fell ~15% with it (issue 43 part 3).
+quantize_xla = tf.function(quantize, jit_compile=True)
 
 
 def train_image(data, seed, size, crop_scale=(0.25, 1.0)):
