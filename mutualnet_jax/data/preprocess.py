@@ -118,7 +118,7 @@ def quantize(images):
 
 augment_batch_xla = tf.function(augment_batch, jit_compile=True)
 # One fused pass instead of TensorFlow's four (clip, scale, round, cast), the same bits: the
-# uint8 pipeline's CPU time per image fell ~15% with it (issue 43 part 3).
+# uint8 pipeline's CPU time per image fell ~14% with it (issue 43 part 3).
 quantize_xla = tf.function(quantize, jit_compile=True)
 
 

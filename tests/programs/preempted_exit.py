@@ -2,7 +2,7 @@
 process 1 held for LATE_S seconds after the exit barrier, as a loaded host can be
 (tests/test_preemption.py). Prints 'left' to stdout before its exit."""
 
-import os, sys, time
+import os, time
 import ml_collections
 from mutualnet_jax import main
 from mutualnet_jax.runtime import jax_internals, parallel, preemption
@@ -19,5 +19,4 @@ def late_barrier(name, timeout_s):
 
 jax_internals.barrier = late_barrier
 print('left', flush=True)
-sys.stdout.flush()
 main._exit_preempted(preemption.Preempted('training'))  # pylint: disable=protected-access
